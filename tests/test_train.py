@@ -1,0 +1,104 @@
+"""End to end: ``train(cfg)`` on a tiny model and generated images."""
+
+import csv
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import tiny_cfg
+from wiseft.checkpoints import load_weights
+from wiseft.data.datamodule import WiSEFTDataModule
+from wiseft.evaluate import evaluate
+from wiseft.models.classifier import ClassificationHead, ImageClassifier
+from wiseft.models.factory import build_clip
+from wiseft.pipeline import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from tests.conftest import make_tree
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    make_tree(data / "reference" / "train", per_class=8, seed=1)
+    make_tree(data / "reference" / "val", per_class=3, seed=2)
+    make_tree(data / "reference" / "test", per_class=3, seed=3)
+    make_tree(data / "shift_full", per_class=3, seed=4)
+    make_tree(data / "shift_sub", classes=("blue", "red"), per_class=3, seed=5)
+    cfg = tiny_cfg(data, root / "out", ["wiseft.alphas=[0.0,0.5,1.0]"])
+    objective = train(cfg)
+    return cfg, root / "out", objective
+
+
+def test_writes_every_output(run):
+    _, out, objective = run
+    for name in ("results.csv", "results.jsonl", "summary.json", "curve.png",
+                 "checkpoints/zeroshot.safetensors", "checkpoints/finetuned.safetensors",
+                 "checkpoints/wiseft_chosen.safetensors"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    with (out / "results.csv").open() as f:
+        assert [float(r["alpha"]) for r in csv.DictReader(f)] == [0.0, 0.5, 1.0]
+    expected_cols = {"alpha", "reference_val", "reference", "shift_full", "shift_sub", "avg_shifts", "avg_ref_shifts"}
+    assert set(rows[0]) == expected_cols
+    for row in rows:
+        assert all(0.0 <= row[c] <= 100.0 for c in expected_cols - {"alpha"})
+        assert row["avg_shifts"] == pytest.approx((row["shift_full"] + row["shift_sub"]) / 2)
+        assert row["avg_ref_shifts"] == pytest.approx((row["reference"] + row["avg_shifts"]) / 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["zeroshot"] == rows[0] and summary["finetuned"] == rows[-1]
+    assert summary["selected_on"] == "reference_val"
+    best_val = max(r["reference_val"] for r in rows)
+    assert summary["chosen"]["reference_val"] == best_val
+    assert objective == pytest.approx(summary["chosen"]["avg_ref_shifts"])
+    assert set(summary["optimal_alpha"]) == expected_cols - {"alpha"}
+
+
+def _fresh_classifier(path):
+    state, meta = load_weights(path)
+    bundle = build_clip(meta["model"]["name"])
+    head = ClassificationHead(torch.zeros_like(state["head.weight"]))
+    model = ImageClassifier(bundle.model.visual, head)
+    model.load_state_dict(state)
+    return model, bundle, meta
+
+
+def test_chosen_checkpoint_reloads_and_reproduces_accuracy(run):
+    cfg, out, _ = run
+    summary = json.loads((out / "summary.json").read_text())
+    model, bundle, meta = _fresh_classifier(out / "checkpoints" / "wiseft_chosen.safetensors")
+    assert meta["alpha"] == summary["chosen_alpha"]
+    assert meta["classnames"] == ["blue", "green", "red"]
+    from wiseft.config import to_settings
+
+    settings = to_settings(cfg)
+    dm = WiSEFTDataModule(settings.data, seed=settings.seed)
+    dm.check()
+    dm.set_transforms(bundle.train_transform, bundle.eval_transform)
+    loaders = {s.name: dm.eval_loader(s) for s in dm.eval_sets}
+    acc = evaluate(model, loaders)
+    for name, value in acc.items():
+        assert value == pytest.approx(summary["chosen"][name], abs=1e-6), name
+
+
+def test_zeroshot_checkpoint_is_the_alpha0_row(run):
+    cfg, out, _ = run
+    summary = json.loads((out / "summary.json").read_text())
+    model, bundle, _ = _fresh_classifier(out / "checkpoints" / "zeroshot.safetensors")
+    from wiseft.config import to_settings
+
+    dm = WiSEFTDataModule(to_settings(cfg).data)
+    dm.check()
+    dm.set_transforms(bundle.train_transform, bundle.eval_transform)
+    acc = evaluate(model, {s.name: dm.eval_loader(s) for s in dm.eval_sets})
+    assert acc == {k: pytest.approx(summary["zeroshot"][k], abs=1e-6) for k in acc}
+
+
+def test_config_saved_with_results(run):
+    cfg, out, _ = run
+    saved = OmegaConf.load(out / "config.yaml")
+    assert saved.finetune == cfg.finetune and saved.wiseft.alphas == [0.0, 0.5, 1.0]
+    assert saved.paths.output_dir == str(out)

@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from wiseft.callbacks.sweep import WiSEFTSweep
+
+__all__ = ["WiSEFTSweep"]

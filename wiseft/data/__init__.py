@@ -1,0 +1,1 @@
+"""Datasets, class projections, dataset kinds and the DataModule."""

@@ -1,0 +1,1 @@
+"""open_clip factory, zero-shot head, image classifier and the LightningModule."""

@@ -1,0 +1,95 @@
+"""``train(cfg)``: the whole WiSE-FT job for one composed config (``train.py`` is its Hydra entry point)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from wiseft.callbacks.sweep import WiSEFTSweep
+from wiseft.config import Settings, to_settings
+from wiseft.data.datamodule import WiSEFTDataModule
+from wiseft.io import atomic_write_text, check_writable
+from wiseft.models.factory import build_clip, check_model_args
+from wiseft.models.module import WiSEFTModule
+from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_dict(node: DictConfig | None) -> list[Any]:
+    if not node:
+        return []
+    return [hydra.utils.instantiate(v) for v in node.values() if v is not None and "_target_" in v]
+
+
+def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
+    """Every check that is cheap, before any model is built: config values, output folder, data layout."""
+    settings = to_settings(cfg)
+    resolve_templates(settings.data.templates)
+    check_model_args(settings.model.name, settings.model.pretrained)
+    check_writable(cfg.paths.output_dir)
+    datamodule = WiSEFTDataModule(settings.data, seed=settings.seed)
+    datamodule.prepare_data()
+    datamodule.check()
+    return settings, datamodule
+
+
+def train(cfg: DictConfig) -> float:
+    """Fine-tune, sweep alpha and write the results for one config.
+
+    Args:
+        cfg: A composed ``train`` config (``conf/train.yaml``).
+
+    Returns:
+        ``avg_ref_shifts`` at the chosen alpha (the objective a Hydra sweeper maximises), or the chosen row's
+        reference accuracy when there are no shift sets.
+    """
+    settings, datamodule = prepare(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    # The exact, resolved config next to the results it produced.
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(settings.seed, workers=True)
+
+    m = settings.model
+    bundle = build_clip(m.name, m.pretrained, config_file=m.config_file, force_quick_gelu=m.force_quick_gelu,
+                        tokenizer_kwargs=m.tokenizer_kwargs, cache_dir=m.cache_dir, precision=m.precision,
+                        aug_cfg=m.aug_cfg)
+    templates = resolve_templates(settings.data.templates)
+    classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
+    datamodule.set_transforms(bundle.train_transform, bundle.eval_transform)
+
+    module = WiSEFTModule(classifier, settings.finetune)
+    module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
+
+    sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
+                        settings.wiseft.save_checkpoints)
+    callbacks = [*_instantiate_dict(cfg.get("callbacks")), sweep]
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 default_root_dir=str(out_dir))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        _finish_loggers(loggers)
+    summary = sweep.summary
+    if summary is None:  # not rank 0 of a run whose sweep was skipped, or fit interrupted
+        return float("nan")
+    chosen = summary["chosen"]
+    return float(chosen.get("avg_ref_shifts", chosen[summary["columns"]["reference"]]))
+
+
+def _finish_loggers(loggers: list[Any]) -> None:
+    # Each job of a multirun must close its W&B run, or the next job's metrics land in the same run.
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
