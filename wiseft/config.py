@@ -19,6 +19,7 @@ from wiseft.errors import ConfigError
 
 DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 FINETUNE_MODES = ("e2e", "linear")
+VERIFY_MODES = ("off", "error", "skip")
 
 
 def _positive(key: str, value: float) -> None:
@@ -88,6 +89,9 @@ class DataConfig:
         batch_size: Training batch size per process.
         eval_batch_size: Evaluation batch size (default: ``batch_size``).
         num_workers: DataLoader workers.
+        verify_images: ``off`` (an unreadable image fails when loaded, naming the file), ``error`` (decode every
+            image before training, fail on the first bad one) or ``skip`` (decode first, leave bad files out and
+            list them in ``skipped_images.txt``).
     """
 
     reference: ReferenceConfig = MISSING
@@ -99,8 +103,13 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: int | None = None
     num_workers: int = 0
+    verify_images: str = "off"
 
     def __post_init__(self) -> None:
+        if self.verify_images not in VERIFY_MODES:
+            raise ConfigError(f"data.verify_images: must be one of {VERIFY_MODES}, got '{self.verify_images}'")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
         if self.batch_size <= 0:
             raise ConfigError(f"data.batch_size: must be positive, got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size <= 0:

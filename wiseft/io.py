@@ -9,9 +9,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def _fsync(path: Path) -> None:
+    # Without it a machine crash after the rename can leave an empty file under the final name.
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed over ``path``, on error removed."""
+    """Yield a temporary path next to ``path``; on success it is synced and renamed over ``path``, on error removed.
+
+    The temporary file lives in the destination folder, so the rename never crosses file systems (a copy there
+    would not be atomic).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -19,6 +29,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -49,4 +60,22 @@ def check_writable(folder: str | Path) -> Path:
             pass
     except OSError as err:
         raise PermissionError(f"output folder '{folder}' is not writable: {err.strerror}") from err
+    return folder
+
+
+def check_creatable(folder: str | Path) -> Path:
+    """Check, without creating anything, that ``folder`` exists writable or could be created.
+
+    Raises:
+        PermissionError: One line naming the folder and the path component that is in the way.
+    """
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PermissionError(f"output folder '{folder}' cannot be created: '{existing}' is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == folder else f"cannot be created: '{existing}' is not writable"
+        raise PermissionError(f"output folder '{folder}' {what}")
     return folder

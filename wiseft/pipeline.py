@@ -9,17 +9,30 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from wiseft.callbacks.guards import FiniteLossGuard
+from wiseft.callbacks.preemption import ResumeCheckpoint
+from wiseft.callbacks.resume import ReloadTrainData, StepSeed
 from wiseft.callbacks.sweep import WiSEFTSweep
-from wiseft.config import Settings, to_settings
+from wiseft.checkpoint_io import SafeCheckpointIO
+from wiseft.config import Settings
 from wiseft.data.datamodule import WiSEFTDataModule
+from wiseft.errors import RunInterrupted
 from wiseft.io import atomic_write_text, check_writable
+from wiseft.loggers import ResilientWandbLogger
 from wiseft.models.factory import build_clip, check_model_args
 from wiseft.models.module import WiSEFTModule
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
+from wiseft.preflight import preflight
+from wiseft.resume import check_same_run, select_resume_checkpoint
+from wiseft.safeload import load_torch_file
+from wiseft.secrets import redact
 
 log = logging.getLogger(__name__)
+
+SKIPPED_IMAGES = "skipped_images.txt"
 
 
 def _instantiate_dict(node: DictConfig | None) -> list[Any]:
@@ -29,8 +42,9 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 
 
 def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
-    """Every check that is cheap, before any model is built: config values, output folder, data layout."""
-    settings = to_settings(cfg)
+    """Every check that is cheap, before any model is built: config values and targets, output folder, weight
+    files, data layout and sample lists."""
+    settings = preflight(cfg)
     resolve_templates(settings.data.templates)
     check_model_args(settings.model.name, settings.model.pretrained)
     check_writable(cfg.paths.output_dir)
@@ -38,6 +52,14 @@ def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
     datamodule.prepare_data()
     datamodule.check()
     return settings, datamodule
+
+
+def _checkpoint_dirs(callbacks: list[Any], out_dir: Path) -> list[Path]:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    dirs = [out_dir / "checkpoints" / "lightning"]
+    dirs += [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    return dirs
 
 
 def train(cfg: DictConfig) -> float:
@@ -52,8 +74,20 @@ def train(cfg: DictConfig) -> float:
     """
     settings, datamodule = prepare(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    # The exact, resolved config next to the results it produced.
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    # The exact, resolved config next to the results it produced (secrets pulled from the environment redacted).
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+    check_same_run(out_dir, resolved)
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    ckpt_dir = out_dir / "checkpoints" / "lightning"
+    ckpt_path = select_resume_checkpoint(cfg.get("ckpt_path"), bool(cfg.get("auto_resume", True)), out_dir,
+                                         _checkpoint_dirs(callbacks, out_dir))
+    if ckpt_path is not None:
+        load_torch_file(ckpt_path, "ckpt_path", mmap=True)  # truncated or unsafe: fail now, not after the build
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    if datamodule.skipped:
+        log.warning("left out %d unreadable image(s), listed in %s", len(datamodule.skipped),
+                    out_dir / SKIPPED_IMAGES)
+        atomic_write_text(out_dir / SKIPPED_IMAGES, "".join(f"{p}\t{why}\n" for p, why in datamodule.skipped))
     L.seed_everything(settings.seed, workers=True)
 
     m = settings.model
@@ -69,14 +103,20 @@ def train(cfg: DictConfig) -> float:
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints)
-    callbacks = [*_instantiate_dict(cfg.get("callbacks")), sweep]
+    resume_ckpt = ResumeCheckpoint(ckpt_dir)
+    callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
+                  FiniteLossGuard(resume_ckpt.ckpt_path)]
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 default_root_dir=str(out_dir))
+                                                 default_root_dir=str(out_dir), plugins=[SafeCheckpointIO()])
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(resolved)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                    weights_only=True)
+    except SIGTERMException as err:
+        raise RunInterrupted(f"stopped by SIGTERM, checkpoint saved to '{resume_ckpt.ckpt_path}'; relaunch with "
+                             f"hydra.run.dir={out_dir} to resume") from err
     finally:
         _finish_loggers(loggers)
     summary = sweep.summary
@@ -91,5 +131,10 @@ def _finish_loggers(loggers: list[Any]) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
+        if isinstance(logger, ResilientWandbLogger):
+            logger.finish()
+        elif isinstance(logger, WandbLogger) and logger._experiment is not None:
+            try:
+                logger.experiment.finish()
+            except Exception as err:  # results are on disk; W&B trouble must not fail the run
+                log.warning("could not close the W&B run: %s", err)

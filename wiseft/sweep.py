@@ -57,6 +57,7 @@ def run_sweep(
     columns: Columns,
     device: torch.device | str = "cpu",
     on_row: Callable[[Row], None] | None = None,
+    done: Mapping[float, Row] | None = None,
 ) -> list[Row]:
     """Evaluate ``(1 - alpha) * theta_0 + alpha * theta_1`` on every loader for every alpha.
 
@@ -70,13 +71,17 @@ def run_sweep(
         loaders: Column name -> loader, for every column of ``columns``.
         columns: Roles of the columns.
         device: Where to evaluate.
-        on_row: Called with each finished row (progress reporting).
+        on_row: Called with each newly evaluated row (progress reporting, resumable sweeps).
+        done: Rows already evaluated (by alpha), returned as they are instead of being evaluated again.
 
     Returns:
         One row per alpha: ``alpha``, each dataset's top-1 and the averages.
     """
     rows = []
     for alpha in sweep_alphas(alphas):
+        if done and alpha in done:
+            rows.append(dict(done[alpha]))
+            continue
         interpolate_into(model, theta_0, theta_1, alpha)
         accuracies = evaluate(model, {c: loaders[c] for c in columns.all}, device)
         row = add_averages({"alpha": alpha, **accuracies}, columns)

@@ -10,12 +10,14 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from wiseft.checkpoints import load_weights, save_weights
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.interpolate import interpolate
 from wiseft.results import CURVE_PNG, plot_curve, write_rows, write_summary
 from wiseft.sweep import Columns, Row, run_sweep, summarize
+from wiseft.sweep_progress import SweepProgress, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +31,12 @@ def _cpu_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class WiSEFTSweep(L.Callback):
-    """Snapshots the zero-shot weights when fitting starts; after fitting, sweeps alpha and writes the results.
+    """Snapshots the zero-shot weights when fitting is set up; after fitting, sweeps alpha and writes the results.
 
     Outputs (in ``output_dir``): ``results.csv``, ``results.jsonl``, ``summary.json``, ``curve.png`` and, with
     ``save_checkpoints``, ``checkpoints/{zeroshot,finetuned,wiseft_chosen}.safetensors``. The zero-shot snapshot
-    is written when fitting starts, so a resumed run interpolates from the true zero-shot weights.
+    is written when fitting is set up, so a resumed run interpolates from the true zero-shot weights; each
+    evaluated alpha is recorded in ``sweep_progress.jsonl``, so a relaunched sweep skips it.
     """
 
     def __init__(
@@ -62,7 +65,11 @@ class WiSEFTSweep(L.Callback):
         """Where the safetensors checkpoints go."""
         return self.output_dir / "checkpoints"
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Before Lightning restores a checkpoint (on_fit_start comes after): a run resumed with ckpt_path into a
+        # new folder must still snapshot the zero-shot weights, not the restored fine-tuned ones.
+        if stage != "fit" or self.theta_0 is not None:
+            return
         path = self.checkpoint_dir / ZEROSHOT_CKPT
         if path.is_file():
             self.theta_0, _ = load_weights(path)
@@ -74,7 +81,7 @@ class WiSEFTSweep(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.theta_0 is None:
-            raise RuntimeError("the zero-shot snapshot is missing: on_fit_start did not run")
+            raise RuntimeError("the zero-shot snapshot is missing: setup did not run")
         datamodule = trainer.datamodule
         if not isinstance(datamodule, WiSEFTDataModule):
             raise TypeError("WiSEFTSweep needs the run's WiSEFTDataModule")
@@ -88,19 +95,30 @@ class WiSEFTSweep(L.Callback):
         model = pl_module.model
         theta_1 = _cpu_copy(model)
 
+        sizes = {s.name: [s.role, len(s.dataset)] for s in eval_sets}
+        progress = SweepProgress(self.output_dir, fingerprint(self.theta_0, theta_1, sizes))
+
         def report(row: Row) -> None:
             log.info("alpha=%.2f  %s", row["alpha"],
                      "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
+            if trainer.is_global_zero:
+                progress.record(row)
+            if trainer.received_sigterm:  # pre-empted: stop between alphas, the finished ones are on disk
+                raise SIGTERMException
 
         try:
-            rows = run_sweep(model, self.theta_0, theta_1, self.alphas, loaders, columns, pl_module.device, report)
+            rows = run_sweep(model, self.theta_0, theta_1, self.alphas, loaders, columns, pl_module.device, report,
+                             done=progress.done)
         finally:
             model.load_state_dict(theta_1)  # leave the module fine-tuned
         summary = summarize(rows, columns, self.select_on)
         self.rows, self.summary = rows, summary
         if trainer.is_global_zero:
             self._write(rows, summary, pl_module, theta_1)
-        log_sweep(trainer.loggers, rows, summary)
+        try:
+            log_sweep(trainer.loggers, rows, summary)
+        except Exception as err:  # the results are on disk already; a logging service must not fail the run
+            log.warning("could not send the sweep to the loggers (%s); results are in %s", err, self.output_dir)
 
     def _metadata(self, pl_module: L.LightningModule, alpha: float) -> dict[str, Any]:
         return {**getattr(pl_module, "checkpoint_metadata", {}), "alpha": alpha}

@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader
 from wiseft.config import DataConfig, DatasetSpec
 from wiseft.data.datasets import LabeledImageDataset
 from wiseft.data.registry import build_dataset, get_kind
+from wiseft.data.resumable import ResumableLoader
+from wiseft.data.verify import verify_samples
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class WiSEFTDataModule(L.LightningDataModule):
         self.classnames: list[str] | None = None
         self.train_set: LabeledImageDataset | None = None
         self._eval_sets: list[EvalSet] | None = None
+        self._samples: dict[str, list[tuple[str, int]]] = {}
+        #: ``(path, reason)`` of every image left out by ``verify_images=skip``.
+        self.skipped: list[tuple[str, str]] = []
 
     def _specs(self) -> list[tuple[str, DatasetSpec]]:
         ref = self.config.reference
@@ -72,7 +77,10 @@ class WiSEFTDataModule(L.LightningDataModule):
             get_kind(spec, where).prepare(spec)
 
     def check(self) -> list[str]:
-        """Validate layouts and class consistency without reading images; return the reference class names.
+        """Validate layouts, class consistency and sample lists; return the reference class names.
+
+        Lists every dataset's files (an empty class folder or an out-of-range CSV label fails here, before any
+        model is built) and, with ``verify_images`` on, decodes every image.
 
         Raises:
             ConfigError or DataError: One line naming the dataset's config key and the problem.
@@ -85,6 +93,14 @@ class WiSEFTDataModule(L.LightningDataModule):
                 kind.projection(spec, classnames)
             except Exception as err:
                 raise type(err)(f"{where}: {err}") from err
+        self._samples, self.skipped = {}, []
+        for where, spec in self._specs():
+            try:
+                samples = get_kind(spec, where).samples(spec)
+            except Exception as err:
+                raise type(err)(f"{where}: {err}") from err
+            self._samples[where], bad = verify_samples(samples, self.config.verify_images, where)
+            self.skipped += bad
         self.classnames = classnames
         return classnames
 
@@ -99,7 +115,7 @@ class WiSEFTDataModule(L.LightningDataModule):
             return
         classnames = self.classnames or self.check()
         ref = self.config.reference
-        train_samples = get_kind(ref.train, "data.reference.train").samples(ref.train)
+        train_samples = self._samples["data.reference.train"]
         val_samples = None
         if ref.val is None:
             # Hold out a seeded fraction of the training data to choose alpha on.
@@ -109,15 +125,19 @@ class WiSEFTDataModule(L.LightningDataModule):
             train_samples = [train_samples[i] for i in sorted(order[n_val:])]
         self.train_set = build_dataset(ref.train, self.train_transform, None, train_samples, "data.reference.train")
         val_spec = ref.val if ref.val is not None else ref.train
+        if val_samples is None:
+            val_samples = self._samples["data.reference.val"]
         eval_sets = [
             EvalSet(f"{ref.name}_val", "val",
                     build_dataset(val_spec, self.eval_transform, classnames, val_samples, "data.reference.val")),
             EvalSet(ref.name, "reference",
-                    build_dataset(ref.test, self.eval_transform, classnames, None, "data.reference.test")),
+                    build_dataset(ref.test, self.eval_transform, classnames, self._samples["data.reference.test"],
+                                  "data.reference.test")),
         ]
         for name, spec in self.config.shifts.items():
             if spec.enabled:
-                dataset = build_dataset(spec, self.eval_transform, classnames, None, f"data.shifts.{name}")
+                where = f"data.shifts.{name}"
+                dataset = build_dataset(spec, self.eval_transform, classnames, self._samples[where], where)
                 eval_sets.append(EvalSet(name, "shift", dataset))
         self._eval_sets = eval_sets
 
@@ -143,9 +163,24 @@ class WiSEFTDataModule(L.LightningDataModule):
         """Ordered, unpadded loader over one evaluation set."""
         return self._loader(eval_set.dataset, shuffle=False)
 
+    def _train_progress(self) -> tuple[int, int]:
+        """``(epoch, batches trained in it)`` of the attached trainer, for the loader's checkpointed state."""
+        if self.trainer is None:
+            return 0, 0
+        fit_loop = self.trainer.fit_loop
+        # The batch counter belongs to the last epoch started (its epoch counter moves on when the epoch ends).
+        return fit_loop.epoch_progress.current.started - 1, fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _train_epoch(self) -> int:
+        """The epoch the trainer is about to iterate (the value Lightning passes to ``set_epoch``)."""
+        return 0 if self.trainer is None else self.trainer.fit_loop.epoch_progress.current.processed
+
     def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training batches; order and augmentation are seeded per epoch and resume exactly."""
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        return ResumableLoader(self.train_set, self.config.batch_size, self.seed, self._train_progress,
+                               self._train_epoch, num_workers=self.config.num_workers,
+                               persistent_workers=self.config.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader(self.eval_sets[0])

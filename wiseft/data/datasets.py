@@ -47,7 +47,8 @@ class LabeledImageDataset(Dataset):
             with Image.open(path) as img:
                 return img.convert("RGB")
         except (OSError, SyntaxError, ValueError) as err:
-            raise DataError(f"cannot read image '{path}': {err}") from err
+            raise DataError(f"cannot read image '{path}': {err} (set data.verify_images=skip to leave unreadable "
+                            "files out, or =error to find them all before training)") from err
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.load_image(index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import open_clip
 import torch
 
-from wiseft.errors import ConfigError
+from wiseft.errors import CheckpointError, ConfigError
+from wiseft.safeload import check_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,8 @@ _registered: set[str] = set()
 
 # Things that say "this is a file", as opposed to a pretrained tag such as "openai" or "laion2b_s34b_b79k".
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
+# The weight files open_clip looks for in a ``local-dir:`` model folder.
+LOCAL_DIR_WEIGHTS = ("*.safetensors", "*.bin", "*.pth")
 
 
 @dataclass
@@ -74,14 +78,19 @@ def check_model_args(name: str, pretrained: str | None) -> None:
         folder = Path(name.removeprefix("local-dir:")).expanduser()
         if not (folder / "open_clip_config.json").is_file():
             raise ConfigError(f"model.name: '{name}' needs a folder holding open_clip_config.json; '{folder}' has none")
+        for weights in sorted(p for pattern in LOCAL_DIR_WEIGHTS for p in folder.glob(pattern)):
+            check_weights_file(weights, "model.name")
         return
     if name.startswith("hf-hub:"):
         return
     if name not in open_clip.list_models():
         known = ", ".join(m for m in open_clip.list_models() if "-" in m)[:200]
         raise ConfigError(f"model.name: unknown open_clip model '{name}' (known include: {known}, ...)")
-    if pretrained and _looks_like_file(pretrained) and not Path(pretrained).expanduser().is_file():
-        raise ConfigError(f"model.pretrained: weights file '{pretrained}' does not exist")
+    if pretrained and _looks_like_file(pretrained):
+        if not Path(pretrained).expanduser().is_file():
+            raise ConfigError(f"model.pretrained: weights file '{pretrained}' does not exist")
+        # Truncated, not weights, or a pickle that would run code: refuse now, before anything is built.
+        check_weights_file(pretrained, "model.pretrained")
 
 
 def build_clip(
@@ -115,14 +124,19 @@ def build_clip(
         register_model_configs(config_file)
     check_model_args(name, pretrained)
     pretrained_arg = str(Path(pretrained).expanduser()) if pretrained and _looks_like_file(pretrained) else pretrained
-    model, train_transform, eval_transform = open_clip.create_model_and_transforms(
-        name,
-        pretrained=pretrained_arg,
-        precision=precision,
-        force_quick_gelu=force_quick_gelu,
-        cache_dir=cache_dir,
-        aug_cfg=dict(aug_cfg) if aug_cfg else None,
-    )
+    try:
+        model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+            name,
+            pretrained=pretrained_arg,
+            precision=precision,
+            force_quick_gelu=force_quick_gelu,
+            cache_dir=cache_dir,
+            aug_cfg=dict(aug_cfg) if aug_cfg else None,
+            weights_only=True,
+        )
+    except pickle.UnpicklingError as err:  # downloaded weights (a pretrained tag, hf-hub:) that are not plain data
+        raise CheckpointError(f"model.pretrained: refusing to load the weights of '{name}' ({pretrained}): they "
+                              "are a pickle that names Python objects, and loading it could run code") from err
     tokenizer = open_clip.get_tokenizer(name, **dict(tokenizer_kwargs or {}))
     model.eval()
     log.info("built open_clip model %s (pretrained=%s)", name, pretrained)

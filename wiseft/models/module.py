@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from wiseft.checkpoints import check_matches
 from wiseft.config import FinetuneConfig
+from wiseft.errors import CheckpointError
 from wiseft.models.classifier import ImageClassifier
 
 
@@ -64,6 +66,13 @@ class WiSEFTModule(L.LightningModule):
         self.val_acc(logits, labels)
         self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning's own strict load reports every mismatch in a multi-line dump; fail first with one line.
+        source = f"checkpoint '{self.trainer.ckpt_path}'" if self._trainer is not None else "checkpoint"
+        if "state_dict" not in checkpoint:
+            raise CheckpointError(f"{source} holds no model weights ('state_dict'); is it a Lightning checkpoint?")
+        check_matches(self, checkpoint["state_dict"], source)
 
     def configure_optimizers(self) -> dict:
         params = [p for p in self.model.parameters() if p.requires_grad]

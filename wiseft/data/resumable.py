@@ -1,0 +1,149 @@
+"""A training loader that resumes mid-epoch exactly where a killed run stopped.
+
+Lightning restores the loop counters from a checkpoint, but continuing an epoch at the right sample needs the
+loader's help: Lightning asks every loader that has ``state_dict``/``load_state_dict`` for its state when it saves
+and hands it back before the first batch of a resumed epoch. This loader makes everything random about training
+data a pure function of ``(seed, epoch, position)``, so that a resumed run draws exactly what the uninterrupted
+one drew:
+
+- the order of epoch ``e`` is a permutation seeded by ``(seed, e)``, not the next draw of a long-lived generator;
+- each sample's random augmentation runs under its own seed ``(seed, e, index)``, so it does not depend on what
+  was decoded before it, on prefetching, or on the number of worker processes;
+- a resumed epoch skips the batches the checkpoint had already trained on, without decoding them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A well-spread 63-bit seed from integers (splitmix64 over the sequence), stable across runs and platforms."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (int(value) & _MASK64)) & _MASK64
+        state = (state + 0x9E3779B97F4A7C15) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state = z ^ (z >> 31)
+    return state >> 1
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffles with a permutation seeded by ``(seed, epoch)`` and yields ``(index, sample_seed)`` pairs.
+
+    The epoch is read from ``epoch_fn`` when an epoch's iteration starts (Lightning creates the first iterator of
+    a resumed run before it calls ``set_epoch``, so a ``set_epoch`` protocol would shuffle that epoch wrongly).
+    """
+
+    def __init__(self, num_samples: int, seed: int, epoch_fn: Callable[[], int]) -> None:
+        """Args:
+        num_samples: Dataset length.
+        seed: Run seed.
+        epoch_fn: Returns the epoch about to be iterated.
+        """
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch_fn = epoch_fn
+        self._resume: tuple[int, int] | None = None  # (epoch, samples to skip)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def order(self, epoch: int) -> list[int]:
+        """The sample order of ``epoch``."""
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Make the next iteration be one of ``epoch`` that starts after its first ``skip`` samples."""
+        self._resume = (epoch, skip)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self._resume is not None:
+            # The first iteration after a restore continues the saved position; Lightning creates it before its
+            # epoch counter has moved on past an epoch that the checkpoint had finished.
+            (epoch, skip), self._resume = self._resume, None
+        else:
+            epoch, skip = self.epoch_fn(), 0
+        for position, index in enumerate(self.order(epoch)):
+            if position >= skip:
+                yield index, mix_seed(self.seed, epoch, index)
+
+
+class SeededSamples(Dataset):
+    """Wraps a map-style dataset so that item ``(index, seed)`` is produced under its own RNG seed.
+
+    Seeds torch's and Python's global generators (what torchvision and timm transforms draw from) for the
+    duration of one item and restores them afterwards, so the caller's random stream is untouched.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        py_state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                random.seed(seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader: deterministic per-epoch order and augmentation, resumable mid-epoch.
+
+    Lightning treats it as stateful (it has ``state_dict``/``load_state_dict``): the state saved with a checkpoint
+    is the epoch and the number of batches already trained in it, read from ``progress_fn``, and a resumed epoch
+    starts after them. (Lightning hands the state back only to a loader created after it restored the loop
+    counters; :class:`~wiseft.callbacks.resume.ReloadTrainData` sees to that.)
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        progress_fn: Callable[[], tuple[int, int]],
+        epoch_fn: Callable[[], int],
+        **kwargs: Any,
+    ) -> None:
+        """Args:
+        dataset: Map-style training dataset.
+        batch_size: Samples per batch.
+        seed: Run seed.
+        progress_fn: ``(epoch, batches done in that epoch)`` of the training loop, read when a checkpoint is saved.
+        epoch_fn: The epoch about to be iterated, read when an iteration starts.
+        **kwargs: Passed to :class:`~torch.utils.data.DataLoader` (``num_workers``...).
+        """
+        sampler = EpochSampler(len(dataset), seed, epoch_fn)  # type: ignore[arg-type]
+        super().__init__(SeededSamples(dataset), batch_size=batch_size, sampler=sampler, **kwargs)
+        self.progress_fn = progress_fn
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches = self.progress_fn()
+        if batches >= len(self):  # the epoch is complete: the next iteration starts the next one
+            epoch, batches = epoch + 1, 0
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.resume_at(int(state_dict["epoch"]), int(state_dict["batches"]))
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Make the next iteration be one of ``epoch`` that starts after its first ``batches`` batches."""
+        assert isinstance(self.sampler, EpochSampler)
+        self.sampler.resume_at(epoch, batches * int(self.batch_size or 1))
