@@ -57,6 +57,7 @@ class ResilientWandbLogger(WandbLogger):
             log.warning("W&B could not start online (%s); retrying offline (upload later with `wandb sync`)",
                         " ".join(str(err).split())[:300])
         self._offline = True
+        self._wandb_init["mode"] = "offline"  # explicit: W&B keeps the settings it read at its first init
         self._experiment = None
         try:
             return super().experiment

@@ -44,13 +44,13 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
     """Every check that is cheap, before any model is built: config values and targets, output folder, weight
     files, data layout and sample lists."""
-    settings = preflight(cfg)
+    settings = preflight(cfg, cfg.paths.output_dir)
     resolve_templates(settings.data.templates)
     check_model_args(settings.model.name, settings.model.pretrained)
-    check_writable(cfg.paths.output_dir)
     datamodule = WiSEFTDataModule(settings.data, seed=settings.seed)
     datamodule.prepare_data()
     datamodule.check()
+    check_writable(cfg.paths.output_dir)  # creates the folder: last, so bad input leaves nothing behind
     return settings, datamodule
 
 
