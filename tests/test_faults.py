@@ -145,6 +145,30 @@ def test_sweep_resumes_without_reevaluating_finished_alphas(world, tmp_path, mon
     assert json.loads((run / "summary.json").read_text()) == json.loads((reference / "summary.json").read_text())
 
 
+def test_sigterm_during_the_sweep_stops_between_alphas_and_the_relaunch_finishes(world, tmp_path, monkeypatch):
+    from wiseft.callbacks.sweep import WiSEFTSweep
+    from wiseft.errors import RunInterrupted
+
+    data, reference, _ = world
+    run = tmp_path / "run"
+    original = WiSEFTSweep.on_fit_end
+
+    def signalled(self, trainer, pl_module):
+        trainer._signal_connector.received_sigterm = True  # what Lightning's SIGTERM handler sets
+        return original(self, trainer, pl_module)
+
+    monkeypatch.setattr(WiSEFTSweep, "on_fit_end", signalled)
+    with pytest.raises(RunInterrupted) as info:
+        train(tiny_cfg(data, run, RESUMABLE))
+    assert str(info.value) == (f"stopped by SIGTERM, checkpoint saved to '{run / LAST}'; relaunch with "
+                               f"hydra.run.dir={run} to resume")
+    assert len((run / "sweep_progress.jsonl").read_text().splitlines()) == 1  # stopped after the first alpha
+    assert_nothing_half_written(run)
+    monkeypatch.setattr(WiSEFTSweep, "on_fit_end", original)
+    train(tiny_cfg(data, run, RESUMABLE))
+    assert (run / "results.jsonl").read_text() == (reference / "results.jsonl").read_text()
+
+
 def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(world, tmp_path):
     data, _, _ = world
     out = tmp_path / "run"

@@ -30,6 +30,10 @@ class ResilientWandbLogger(WandbLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._disabled_reason: str | None = None
+        if self._offline:
+            # Lightning only sets WANDB_MODE, which W&B ignores once it has set up in this process (a multirun's
+            # second job, after an online one, would try the network).
+            self._wandb_init["mode"] = "offline"
 
     @property
     def disabled(self) -> bool:
