@@ -106,3 +106,17 @@ def test_one_line_of_a_worker_error():
                         "last):\n  File \"x.py\", line 1\nwiseft.errors.DataError: cannot read image 'a.png': bad\n")
     assert one_line(wrapped) == "cannot read image 'a.png': bad"
     assert one_line(DataError("plain")) == "plain"
+
+
+def test_trainer_gets_the_safe_checkpoint_io_next_to_configured_plugins():
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    from tests.conftest import compose_cfg
+    from wiseft.checkpoint_io import SafeCheckpointIO
+    from wiseft.pipeline import _trainer_plugins
+
+    plugins = _trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder"]))
+    assert [type(p) for p in plugins] == [SafeCheckpointIO]
+    env = "+trainer.plugins=[{_target_: lightning.pytorch.plugins.environments.LightningEnvironment}]"
+    plugins = _trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder", env]))
+    assert [type(p) for p in plugins] == [LightningEnvironment, SafeCheckpointIO]

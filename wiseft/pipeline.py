@@ -54,6 +54,21 @@ def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
     return settings, datamodule
 
 
+def _trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """The configured ``trainer.plugins`` plus :class:`SafeCheckpointIO`, unless a checkpoint I/O is configured."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    configured = cfg.trainer.get("plugins")
+    if configured is None:
+        configured = []
+    elif not OmegaConf.is_list(configured):
+        configured = [configured]
+    plugins = [hydra.utils.instantiate(p) if OmegaConf.is_dict(p) else p for p in configured]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(SafeCheckpointIO())
+    return plugins
+
+
 def _checkpoint_dirs(callbacks: list[Any], out_dir: Path) -> list[Path]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -108,7 +123,7 @@ def train(cfg: DictConfig) -> float:
                   FiniteLossGuard(resume_ckpt.ckpt_path)]
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 default_root_dir=str(out_dir), plugins=[SafeCheckpointIO()])
+                                                 default_root_dir=str(out_dir), plugins=_trainer_plugins(cfg))
     for logger in loggers:
         logger.log_hyperparams(resolved)
     try:
