@@ -97,7 +97,9 @@ class SeededSamples(Dataset):
         py_state = random.getstate()
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                # The CPU generator only (what data transforms draw from); torch.manual_seed would also seed every
+                # accelerator, at ~100x the cost.
+                torch.random.default_generator.manual_seed(seed)
                 random.seed(seed)
                 return self.dataset[index]
         finally:
