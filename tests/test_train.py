@@ -102,3 +102,23 @@ def test_config_saved_with_results(run):
     saved = OmegaConf.load(out / "config.yaml")
     assert saved.finetune == cfg.finetune and saved.wiseft.alphas == [0.0, 0.5, 1.0]
     assert saved.paths.output_dir == str(out)
+
+
+def test_linear_mode_trains_the_head_only(tmp_path, image_root):
+    cfg = tiny_cfg(image_root, tmp_path / "out", ["finetune=linear", "finetune.epochs=1", "finetune.warmup_steps=1",
+                                                  "wiseft.alphas=[0.0,1.0]", "wiseft.save_checkpoints=true"])
+    train(cfg)
+    zs, _ = load_weights(tmp_path / "out" / "checkpoints" / "zeroshot.safetensors")
+    ft, _ = load_weights(tmp_path / "out" / "checkpoints" / "finetuned.safetensors")
+    encoder_keys = [k for k in zs if k.startswith("image_encoder.")]
+    assert encoder_keys and all(torch.equal(zs[k], ft[k]) for k in encoder_keys)
+    assert not torch.equal(zs["head.weight"], ft["head.weight"])
+
+
+def test_same_seed_same_weights(tmp_path, image_root):
+    finals = []
+    for name in ("a", "b"):
+        cfg = tiny_cfg(image_root, tmp_path / name, ["wiseft.alphas=[0.0,1.0]"])
+        train(cfg)
+        finals.append(load_weights(tmp_path / name / "checkpoints" / "finetuned.safetensors")[0])
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
