@@ -84,17 +84,18 @@ def test_chosen_checkpoint_reloads_and_reproduces_accuracy(run):
         assert value == pytest.approx(summary["chosen"][name], abs=1e-6), name
 
 
-def test_zeroshot_checkpoint_is_the_alpha0_row(run):
+@pytest.mark.parametrize("ckpt,row", [("zeroshot", "zeroshot"), ("finetuned", "finetuned")])
+def test_sweep_endpoints_equal_direct_evaluation(run, ckpt, row):
     cfg, out, _ = run
     summary = json.loads((out / "summary.json").read_text())
-    model, bundle, _ = _fresh_classifier(out / "checkpoints" / "zeroshot.safetensors")
+    model, bundle, _ = _fresh_classifier(out / "checkpoints" / f"{ckpt}.safetensors")
     from wiseft.config import to_settings
 
     dm = WiSEFTDataModule(to_settings(cfg).data)
     dm.check()
     dm.set_transforms(bundle.train_transform, bundle.eval_transform)
     acc = evaluate(model, {s.name: dm.eval_loader(s) for s in dm.eval_sets})
-    assert acc == {k: pytest.approx(summary["zeroshot"][k], abs=1e-6) for k in acc}
+    assert acc == {k: pytest.approx(summary[row][k], abs=1e-9) for k in acc}
 
 
 def test_config_saved_with_results(run):
