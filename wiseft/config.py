@@ -28,7 +28,14 @@ def _positive(key: str, value: float) -> None:
 
 @dataclass
 class ModelConfig:
-    """open_clip model to start from (see :func:`wiseft.models.factory.build_clip`)."""
+    """open_clip model to start from (see :func:`wiseft.models.factory.build_clip`).
+
+    Attributes:
+        name: open_clip architecture (``ViT-B-32-quickgelu``...), ``local-dir:<folder>`` or ``hf-hub:<repo>``.
+        pretrained: A tag of open_clip's registry, a local weights file, or null (random initialisation).
+        allow_download: Whether a tag missing from open_clip's cache may be downloaded (``HF_HUB_OFFLINE=1`` also
+            turns downloads off).
+    """
 
     name: str = MISSING
     pretrained: str | None = None
@@ -38,6 +45,7 @@ class ModelConfig:
     cache_dir: str | None = None
     precision: str = "fp32"
     aug_cfg: dict[str, Any] = field(default_factory=dict)
+    allow_download: bool = True
 
 
 @dataclass
@@ -118,7 +126,11 @@ class DataConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning recipe (``e2e``: everything; ``linear``: the head only)."""
+    """Fine-tuning recipe (``e2e``: everything; ``linear``: the head only).
+
+    ``augment: false`` trains on the evaluation preprocessing (resize and centre crop) instead of open_clip's
+    training transform (RandomResizedCrop), as the reference code does for its linear classifier.
+    """
 
     mode: str = "e2e"
     lr: float = 3e-5
@@ -128,6 +140,7 @@ class FinetuneConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
+    augment: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in FINETUNE_MODES:

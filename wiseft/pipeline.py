@@ -32,11 +32,15 @@ def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
     """Every check that is cheap, before any model is built: config values, output folder, data layout."""
     settings = to_settings(cfg)
     resolve_templates(settings.data.templates)
-    check_model_args(settings.model.name, settings.model.pretrained)
+    m = settings.model
+    model_args = {"config_file": m.config_file, "cache_dir": m.cache_dir, "force_quick_gelu": m.force_quick_gelu,
+                  "allow_download": m.allow_download}
+    check_model_args(m.name, m.pretrained, **model_args, fetch=False)
     check_writable(cfg.paths.output_dir)
     datamodule = WiSEFTDataModule(settings.data, seed=settings.seed)
     datamodule.prepare_data()
     datamodule.check()
+    check_model_args(m.name, m.pretrained, **model_args)  # downloads a missing tag, once the data is known good
     return settings, datamodule
 
 
@@ -59,10 +63,10 @@ def train(cfg: DictConfig) -> float:
     m = settings.model
     bundle = build_clip(m.name, m.pretrained, config_file=m.config_file, force_quick_gelu=m.force_quick_gelu,
                         tokenizer_kwargs=m.tokenizer_kwargs, cache_dir=m.cache_dir, precision=m.precision,
-                        aug_cfg=m.aug_cfg)
+                        aug_cfg=m.aug_cfg, allow_download=m.allow_download)
     templates = resolve_templates(settings.data.templates)
     classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
-    datamodule.set_transforms(bundle.train_transform, bundle.eval_transform)
+    datamodule.set_transforms(bundle.training_transform(settings.finetune.augment), bundle.eval_transform)
 
     module = WiSEFTModule(classifier, settings.finetune)
     module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
