@@ -254,17 +254,26 @@ def test_built_model_follows_the_tag(tmp_path, tiny_state, fake_tags, offline):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
-def test_openai_torchscript_file_gets_quick_gelu(tmp_path, tiny_state):
-    scripted = torch.jit.script(torch.nn.Linear(2, 2))
-    jit_path = tmp_path / "ViT-B-32.pt"
-    scripted.save(str(jit_path))
+@pytest.mark.filterwarnings("ignore:'torch.load' received a zip file that looks like a TorchScript archive")
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_openai_style_torchscript_file_loads_with_quick_gelu(tmp_path, tiny_state):
+    # OpenAI's original releases (ViT-B-32.pt...) are TorchScript archives of QuickGELU models.
+    model = open_clip.create_model("tiny-vit", force_quick_gelu=True)
+    model.load_state_dict(tiny_state)
+    # OpenAI's archives keep the text attention mask out of the state dict; so does a plain attribute.
+    model.attn_mask = model._buffers.pop("attn_mask")
+    jit_path = tmp_path / "tiny-vit-openai-style.pt"
+    torch.jit.script(model).save(str(jit_path))
     torch.save(tiny_state, tmp_path / "plain.pt")
     save_file({"w": torch.zeros(1)}, str(tmp_path / "w.safetensors"))
     assert is_torchscript_archive(jit_path)
     assert not is_torchscript_archive(tmp_path / "plain.pt")
     assert not is_torchscript_archive(tmp_path / "w.safetensors")
-    assert resolve_weights("ViT-B-32", str(jit_path)).quick_gelu is True
-    assert resolve_weights("ViT-B-32", str(tmp_path / "plain.pt")).quick_gelu is False
+    assert resolve_weights("tiny-vit", str(tmp_path / "plain.pt")).quick_gelu is False
+    torch.manual_seed(0)
+    bundle = build_clip("tiny-vit", str(jit_path))  # the plain architecture: QuickGELU comes from the file's kind
+    assert _has_quick_gelu(bundle.model)
+    _assert_bit_exact(bundle.model, tiny_state)
 
 
 def test_open_clip_mismatch_warning_becomes_an_error():

@@ -204,8 +204,8 @@ class ReleaseKind(DatasetKind):
         expected = self.expected_folders(spec)
         name = self.release_name(spec)
         if not root.is_dir():
-            raise DataError(f"{name}: folder '{root}' does not exist; expected {self.layout} (or switch the dataset "
-                            "off with enabled=false)")
+            raise DataError(f"{name}: folder '{root}' does not exist; expected {self.layout} (a shift can be "
+                            "switched off with data.shifts.<name>.enabled=false)")
         present = {p.name for p in root.iterdir() if p.is_dir()}
         missing = [f for f in expected if f not in present]
         if missing:

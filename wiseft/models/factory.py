@@ -134,6 +134,7 @@ def build_clip(
             cache_dir=cache_dir,
             aug_cfg=dict(aug_cfg) if aug_cfg else None,
             require_pretrained=source.checkpoint is not None,
+            weights_only=source.weights_only,
             **source.preprocess,
         )
     check_activation(model, source.quick_gelu, source.name)

@@ -61,6 +61,9 @@ class WeightsSource:
         tag: The pretrained tag the checkpoint belongs to, if any.
         quick_gelu: Build with QuickGELU; ``None`` where open_clip's config decides and cannot be checked here.
         preprocess: ``create_model_and_transforms`` keywords for the tag's image normalisation and resizing.
+        weights_only: Load with ``torch.load(weights_only=True)``. Off only for TorchScript archives, which
+            ``torch.load`` hands to ``torch.jit.load`` (its own restricted deserialiser, no arbitrary pickle) and
+            refuses under ``weights_only``.
     """
 
     name: str
@@ -68,6 +71,7 @@ class WeightsSource:
     tag: str | None = None
     quick_gelu: bool | None = False
     preprocess: dict[str, Any] = field(default_factory=dict)
+    weights_only: bool = True
 
 
 def looks_like_file(pretrained: str) -> bool:
@@ -330,8 +334,9 @@ def resolve_weights(
     path = Path(pretrained).expanduser()
     if path.is_file():
         # OpenAI's original releases are TorchScript archives trained with QuickGELU; other files do not say.
-        need = True if is_torchscript_archive(path) else None
-        return WeightsSource(name, str(path), None, quick_gelu_for(name, need, force_quick_gelu, f"'{path}'"))
+        scripted = is_torchscript_archive(path)
+        quick_gelu = quick_gelu_for(name, True if scripted else None, force_quick_gelu, f"'{path}'")
+        return WeightsSource(name, str(path), None, quick_gelu, weights_only=not scripted)
     if looks_like_file(pretrained):
         raise ConfigError(f"model.pretrained: weights file '{pretrained}' does not exist")
     tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
