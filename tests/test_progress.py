@@ -1,6 +1,8 @@
 """Progress bars: drawn on a terminal, nested steps share one display, silent elsewhere."""
 
 import io
+import logging
+import sys
 
 import pytest
 from rich.console import Console
@@ -41,3 +43,16 @@ def test_no_bars_when_switched_off_or_not_a_terminal(terminal, monkeypatch):
     with progress.step("log file") as advance:
         advance(1)
     assert progress._progress is None
+
+
+def test_console_log_lines_go_through_the_live_display_while_bars_show(terminal):
+    # A handler made before the bars holds the real stderr, which would bypass rich and garble the display.
+    handler = logging.StreamHandler(sys.__stderr__)
+    logger = logging.getLogger("wiseft.test_progress")
+    logger.addHandler(handler)
+    try:
+        with progress.step("outer"):
+            assert handler.stream is sys.stderr and sys.stderr is not sys.__stderr__
+        assert handler.stream is sys.__stderr__
+    finally:
+        logger.removeHandler(handler)

@@ -8,7 +8,9 @@ their bar when done. Bars are drawn only on rank 0 and only on a terminal (logs 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -50,6 +52,33 @@ def _noop(advance: int = 1) -> None:
     return None
 
 
+def _stream_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    # Exactly StreamHandler: FileHandler subclasses it and must keep writing to its file.
+    return [h for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler]
+
+
+@contextlib.contextmanager
+def _logs_above_bars() -> Iterator[None]:
+    """Send console log lines through the live display's redirected stdout/stderr, so they print above the bars.
+
+    Logging handlers keep the stream they were created with, which bypasses rich's redirection and garbles the
+    display (and the log lines) while bars are live.
+    """
+    targets = {id(sys.__stdout__): sys.stdout, id(sys.__stderr__): sys.stderr}
+    swapped = []
+    for handler in _stream_handlers():
+        target = targets.get(id(handler.stream))
+        if target is not None and target is not handler.stream:
+            swapped.append((handler, handler.setStream(target)))
+    try:
+        yield
+    finally:
+        for handler, old in swapped:
+            handler.setStream(old)
+
+
 @contextlib.contextmanager
 def step(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar for one step; yields ``advance(n=1)``.
@@ -75,7 +104,11 @@ def step(description: str, total: int | None = None) -> Iterator[Callable[[int],
     _depth += 1
     task_id = progress.add_task(description, total=total)
     try:
-        yield lambda advance=1: progress.advance(task_id, advance)
+        if _depth == 1:
+            with _logs_above_bars():
+                yield lambda advance=1: progress.advance(task_id, advance)
+        else:
+            yield lambda advance=1: progress.advance(task_id, advance)
     finally:
         _depth -= 1
         if _depth == 0:

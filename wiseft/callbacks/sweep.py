@@ -115,9 +115,10 @@ class WiSEFTSweep(L.Callback):
         self.rows, self.summary = rows, summary
         if trainer.is_global_zero:
             self._write(rows, summary, pl_module, theta_1)
-        chosen_ckpt = self.checkpoint_dir / CHOSEN_CKPT
-        log_sweep(trainer.loggers, rows, summary, self.output_dir / CURVE_PNG,
-                  chosen_ckpt if self.upload_checkpoint and self.save_checkpoints else None)
+        if trainer.is_global_zero:  # the files it reads are rank 0's; other ranks hold no logger run
+            chosen_ckpt = self.checkpoint_dir / CHOSEN_CKPT
+            log_sweep(trainer.loggers, rows, summary, self.output_dir / CURVE_PNG,
+                      chosen_ckpt if self.upload_checkpoint and self.save_checkpoints else None)
 
     def _metadata(self, pl_module: L.LightningModule, alpha: float) -> dict[str, Any]:
         return {**getattr(pl_module, "checkpoint_metadata", {}), "alpha": alpha}
@@ -184,6 +185,11 @@ def log_wandb(run: Any, rows: Sequence[Row], summary: dict[str, Any], figure: Pa
     if figure is not None and Path(figure).is_file():
         payload["wiseft/curve_logit"] = wandb.Image(str(figure), caption="robustness vs accuracy, logit axes")
     run.log(payload)
+    # The curve as history too, against alpha: browsable in `wandb leet` and as ordinary line charts.
+    run.define_metric("wiseft/alpha", hidden=True)
+    run.define_metric("wiseft/by_alpha/*", step_metric="wiseft/alpha")
+    for row in rows:
+        run.log({"wiseft/alpha": row["alpha"], **{f"wiseft/by_alpha/{c}": v for c, v in row.items() if c != "alpha"}})
     headline: dict[str, Any] = {f"wiseft/{key}/{col}": value for key in ("zeroshot", "finetuned", "chosen")
                                 for col, value in summary[key].items()}
     headline["wiseft/chosen_alpha"] = summary["chosen_alpha"]
