@@ -259,3 +259,21 @@ def test_optuna_search_config_composes():
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert set(sweeper.params) >= {"finetune.lr", "finetune.weight_decay", "finetune.epochs"}
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+
+
+def test_wandb_group_and_name_come_from_the_hydra_sweep():
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra.mode=MULTIRUN", "hydra.sweep.dir=/x/multiruns/lr_search",
+                                                      "hydra.job.num=3"], return_hydra_config=True)
+        single = compose(config_name="train", return_hydra_config=True)
+    try:
+        HydraConfig.instance().set_config(cfg)
+        assert OmegaConf.to_container(cfg.logger.wandb, resolve=True)["group"] == "lr_search"
+        assert cfg.logger.wandb.name == "lr_search/3"
+        HydraConfig.instance().set_config(single)  # a plain run: no group, W&B picks a name
+        assert single.logger.wandb.group is None and single.logger.wandb.name is None
+    finally:
+        HydraConfig.instance().cfg = None
