@@ -167,11 +167,14 @@ class WiseftConfig:
         select_on: ``val`` chooses alpha on the held-out reference data (the default and the honest choice);
             ``reference`` chooses on the reported reference column, as the paper's "optimal alpha" row does.
         save_checkpoints: Write zero-shot, fine-tuned and chosen-alpha weights as safetensors.
+        upload_checkpoint: Also log the chosen-alpha checkpoint to W&B as a model artifact (needs
+            ``save_checkpoints`` and the W&B logger).
     """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     select_on: str = "val"
     save_checkpoints: bool = True
+    upload_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if not self.alphas:
@@ -237,6 +240,13 @@ def register_configs() -> None:
     cs.store(group="finetune", name="schema", node=FinetuneConfig)
     cs.store(group="wiseft", name="schema", node=WiseftConfig)
     OmegaConf.register_new_resolver("wiseft_asset", asset_path, replace=True)
+    # Reviewing: effective-robustness baselines, and W&B group/name for the jobs of one Hydra sweep.
+    from wiseft.multirun import sweep_group, sweep_job_name
+    from wiseft.robustness import RobustnessConfig
+
+    cs.store(group="robustness", name="schema", node=RobustnessConfig)
+    OmegaConf.register_new_resolver("wiseft_sweep_group", sweep_group, replace=True)
+    OmegaConf.register_new_resolver("wiseft_sweep_job", sweep_job_name, replace=True)
 
 
 register_configs()

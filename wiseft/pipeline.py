@@ -18,6 +18,7 @@ from wiseft.io import atomic_write_text, check_writable
 from wiseft.models.factory import build_clip, check_model_args
 from wiseft.models.module import WiSEFTModule
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
+from wiseft.robustness import LinearFit, resolve_baselines
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,14 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
     if not node:
         return []
     return [hydra.utils.instantiate(v) for v in node.values() if v is not None and "_target_" in v]
+
+
+def run_baselines(cfg: DictConfig, settings: Settings) -> dict[str, LinearFit]:
+    """The effective-robustness fits (``cfg.robustness``) that apply to this run's result columns."""
+    node = cfg.get("robustness")
+    config = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    shifts = [name for name, spec in settings.data.shifts.items() if spec.enabled]
+    return resolve_baselines(config, settings.data.reference.name, shifts)
 
 
 def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
@@ -55,6 +64,7 @@ def train(cfg: DictConfig) -> float:
         reference accuracy when there are no shift sets.
     """
     settings, datamodule = prepare(cfg)
+    baselines = run_baselines(cfg, settings)
     out_dir = Path(cfg.paths.output_dir)
     # The exact, resolved config next to the results it produced.
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -72,7 +82,8 @@ def train(cfg: DictConfig) -> float:
     module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
-                        settings.wiseft.save_checkpoints)
+                        settings.wiseft.save_checkpoints, baselines=baselines,
+                        upload_checkpoint=settings.wiseft.upload_checkpoint)
     callbacks = [*_instantiate_dict(cfg.get("callbacks")), sweep]
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,

@@ -1,0 +1,24 @@
+"""Evaluate and interpolate given checkpoints, no training: ``python evaluate.py finetuned=CKPT [zeroshot=CKPT]``."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import wiseft.config  # noqa: F401  (registers the config schemas)
+from wiseft.errors import WiseftError
+from wiseft.evaluate_checkpoints import evaluate_checkpoints
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the sweep objective (as ``train.py`` does)."""
+    try:
+        return evaluate_checkpoints(cfg)
+    except (WiseftError, PermissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
