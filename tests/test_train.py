@@ -84,17 +84,18 @@ def test_chosen_checkpoint_reloads_and_reproduces_accuracy(run):
         assert value == pytest.approx(summary["chosen"][name], abs=1e-6), name
 
 
-def test_zeroshot_checkpoint_is_the_alpha0_row(run):
+@pytest.mark.parametrize("ckpt,row", [("zeroshot", "zeroshot"), ("finetuned", "finetuned")])
+def test_sweep_endpoints_equal_direct_evaluation(run, ckpt, row):
     cfg, out, _ = run
     summary = json.loads((out / "summary.json").read_text())
-    model, bundle, _ = _fresh_classifier(out / "checkpoints" / "zeroshot.safetensors")
+    model, bundle, _ = _fresh_classifier(out / "checkpoints" / f"{ckpt}.safetensors")
     from wiseft.config import to_settings
 
     dm = WiSEFTDataModule(to_settings(cfg).data)
     dm.check()
     dm.set_transforms(bundle.train_transform, bundle.eval_transform)
     acc = evaluate(model, {s.name: dm.eval_loader(s) for s in dm.eval_sets})
-    assert acc == {k: pytest.approx(summary["zeroshot"][k], abs=1e-6) for k in acc}
+    assert acc == {k: pytest.approx(summary[row][k], abs=1e-9) for k in acc}
 
 
 def test_config_saved_with_results(run):
@@ -102,3 +103,23 @@ def test_config_saved_with_results(run):
     saved = OmegaConf.load(out / "config.yaml")
     assert saved.finetune == cfg.finetune and saved.wiseft.alphas == [0.0, 0.5, 1.0]
     assert saved.paths.output_dir == str(out)
+
+
+def test_linear_mode_trains_the_head_only(tmp_path, image_root):
+    cfg = tiny_cfg(image_root, tmp_path / "out", ["finetune=linear", "finetune.epochs=1", "finetune.warmup_steps=1",
+                                                  "wiseft.alphas=[0.0,1.0]", "wiseft.save_checkpoints=true"])
+    train(cfg)
+    zs, _ = load_weights(tmp_path / "out" / "checkpoints" / "zeroshot.safetensors")
+    ft, _ = load_weights(tmp_path / "out" / "checkpoints" / "finetuned.safetensors")
+    encoder_keys = [k for k in zs if k.startswith("image_encoder.")]
+    assert encoder_keys and all(torch.equal(zs[k], ft[k]) for k in encoder_keys)
+    assert not torch.equal(zs["head.weight"], ft["head.weight"])
+
+
+def test_same_seed_same_weights(tmp_path, image_root):
+    finals = []
+    for name in ("a", "b"):
+        cfg = tiny_cfg(image_root, tmp_path / name, ["wiseft.alphas=[0.0,1.0]"])
+        train(cfg)
+        finals.append(load_weights(tmp_path / name / "checkpoints" / "finetuned.safetensors")[0])
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])

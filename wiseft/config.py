@@ -29,7 +29,14 @@ def _positive(key: str, value: float) -> None:
 
 @dataclass
 class ModelConfig:
-    """open_clip model to start from (see :func:`wiseft.models.factory.build_clip`)."""
+    """open_clip model to start from (see :func:`wiseft.models.factory.build_clip`).
+
+    Attributes:
+        name: open_clip architecture (``ViT-B-32-quickgelu``...), ``local-dir:<folder>`` or ``hf-hub:<repo>``.
+        pretrained: A tag of open_clip's registry, a local weights file, or null (random initialisation).
+        allow_download: Whether a tag missing from open_clip's cache may be downloaded (``HF_HUB_OFFLINE=1`` also
+            turns downloads off).
+    """
 
     name: str = MISSING
     pretrained: str | None = None
@@ -39,6 +46,7 @@ class ModelConfig:
     cache_dir: str | None = None
     precision: str = "fp32"
     aug_cfg: dict[str, Any] = field(default_factory=dict)
+    allow_download: bool = True
 
 
 @dataclass
@@ -127,7 +135,11 @@ class DataConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning recipe (``e2e``: everything; ``linear``: the head only)."""
+    """Fine-tuning recipe (``e2e``: everything; ``linear``: the head only).
+
+    ``augment: false`` trains on the evaluation preprocessing (resize and centre crop) instead of open_clip's
+    training transform (RandomResizedCrop), as the reference code does for its linear classifier.
+    """
 
     mode: str = "e2e"
     lr: float = 3e-5
@@ -137,6 +149,7 @@ class FinetuneConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
+    augment: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in FINETUNE_MODES:
@@ -163,11 +176,14 @@ class WiseftConfig:
         select_on: ``val`` chooses alpha on the held-out reference data (the default and the honest choice);
             ``reference`` chooses on the reported reference column, as the paper's "optimal alpha" row does.
         save_checkpoints: Write zero-shot, fine-tuned and chosen-alpha weights as safetensors.
+        upload_checkpoint: Also log the chosen-alpha checkpoint to W&B as a model artifact (needs
+            ``save_checkpoints`` and the W&B logger).
     """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     select_on: str = "val"
     save_checkpoints: bool = True
+    upload_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if not self.alphas:
@@ -233,6 +249,13 @@ def register_configs() -> None:
     cs.store(group="finetune", name="schema", node=FinetuneConfig)
     cs.store(group="wiseft", name="schema", node=WiseftConfig)
     OmegaConf.register_new_resolver("wiseft_asset", asset_path, replace=True)
+    # Reviewing: effective-robustness baselines, and W&B group/name for the jobs of one Hydra sweep.
+    from wiseft.multirun import sweep_group, sweep_job_name
+    from wiseft.robustness import RobustnessConfig
+
+    cs.store(group="robustness", name="schema", node=RobustnessConfig)
+    OmegaConf.register_new_resolver("wiseft_sweep_group", sweep_group, replace=True)
+    OmegaConf.register_new_resolver("wiseft_sweep_job", sweep_job_name, replace=True)
 
 
 register_configs()

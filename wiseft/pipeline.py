@@ -27,8 +27,9 @@ from wiseft.models.module import WiSEFTModule
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
 from wiseft.preflight import preflight
 from wiseft.resume import check_same_run, select_resume_checkpoint
+from wiseft.robustness import LinearFit, resolve_baselines
 from wiseft.safeload import load_torch_file
-from wiseft.secrets import redact
+from wiseft.secrets import redacted_config
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,27 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(v) for v in node.values() if v is not None and "_target_" in v]
 
 
+def run_baselines(cfg: DictConfig, settings: Settings) -> dict[str, LinearFit]:
+    """The effective-robustness fits (``cfg.robustness``) that apply to this run's result columns."""
+    node = cfg.get("robustness")
+    config = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    shifts = [name for name, spec in settings.data.shifts.items() if spec.enabled]
+    return resolve_baselines(config, settings.data.reference.name, shifts)
+
+
 def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
     """Every check that is cheap, before any model is built: config values and targets, output folder, weight
     files, data layout and sample lists."""
     settings = preflight(cfg, cfg.paths.output_dir)
     resolve_templates(settings.data.templates)
-    check_model_args(settings.model.name, settings.model.pretrained)
+    m = settings.model
+    model_args = {"config_file": m.config_file, "cache_dir": m.cache_dir, "force_quick_gelu": m.force_quick_gelu,
+                  "allow_download": m.allow_download}
+    check_model_args(m.name, m.pretrained, **model_args, fetch=False)
     datamodule = WiSEFTDataModule(settings.data, seed=settings.seed)
     datamodule.prepare_data()
     datamodule.check()
+    check_model_args(m.name, m.pretrained, **model_args)  # downloads a missing tag, once the data is known good
     check_writable(cfg.paths.output_dir)  # creates the folder: last, so bad input leaves nothing behind
     return settings, datamodule
 
@@ -88,9 +101,10 @@ def train(cfg: DictConfig) -> float:
         reference accuracy when there are no shift sets.
     """
     settings, datamodule = prepare(cfg)
+    baselines = run_baselines(cfg, settings)
     out_dir = Path(cfg.paths.output_dir)
     # The exact, resolved config next to the results it produced (secrets pulled from the environment redacted).
-    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+    resolved = redacted_config(cfg)
     check_same_run(out_dir, resolved)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     ckpt_dir = out_dir / "checkpoints" / "lightning"
@@ -108,16 +122,17 @@ def train(cfg: DictConfig) -> float:
     m = settings.model
     bundle = build_clip(m.name, m.pretrained, config_file=m.config_file, force_quick_gelu=m.force_quick_gelu,
                         tokenizer_kwargs=m.tokenizer_kwargs, cache_dir=m.cache_dir, precision=m.precision,
-                        aug_cfg=m.aug_cfg)
+                        aug_cfg=m.aug_cfg, allow_download=m.allow_download)
     templates = resolve_templates(settings.data.templates)
     classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
-    datamodule.set_transforms(bundle.train_transform, bundle.eval_transform)
+    datamodule.set_transforms(bundle.training_transform(settings.finetune.augment), bundle.eval_transform)
 
     module = WiSEFTModule(classifier, settings.finetune)
     module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
-                        settings.wiseft.save_checkpoints)
+                        settings.wiseft.save_checkpoints, baselines=baselines,
+                        upload_checkpoint=settings.wiseft.upload_checkpoint)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]

@@ -24,6 +24,8 @@ from wiseft.targets import check_targets
 
 #: Exit status of a run stopped by bad input.
 EXIT_BAD_INPUT = 2
+#: The sections :func:`~wiseft.config.to_settings` checks (a ``train`` config has them all).
+TRAIN_SECTIONS = ("model", "data", "finetune", "wiseft")
 
 
 def preflight(cfg: DictConfig, output_dir: str | Path | None = None) -> Settings:
@@ -56,7 +58,12 @@ class PreflightCallback(Callback):
         except Exception:  # an unresolvable run dir is Hydra's to report
             run_dir = None
         try:
-            preflight(config, run_dir)
+            if all(key in config for key in TRAIN_SECTIONS):
+                preflight(config, run_dir)
+            else:  # another entry point's config (evaluate.py): what applies to every config
+                check_targets(config)
+                if run_dir is not None:
+                    check_creatable(run_dir)
         except ConfigError as err:
             if isinstance(err.__cause__, InterpolationResolutionError | MissingMandatoryValue):
                 return  # may need the job's runtime values (its output folder); train() checks again

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wiseft.io import atomic_write, atomic_write_text
+from wiseft.io import atomic_write_text
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSONL = "results.jsonl"
@@ -41,34 +41,11 @@ def read_rows(out_dir: str | Path) -> list[dict[str, float]]:
 
 
 def plot_curve(rows: Sequence[Mapping[str, float]], summary: Mapping[str, Any], path: str | Path) -> None:
-    """Robustness vs accuracy: reference accuracy on x, average shift accuracy on y.
+    """Robustness vs accuracy on logit axes: one panel per shift plus the average (see :mod:`wiseft.plots`).
 
-    Marks the zero-shot model, the fine-tuned model, the WiSE-FT curve through the alpha grid, and the chosen
-    alpha.
+    Marks the zero-shot model, the fine-tuned model, the WiSE-FT curve through the alpha grid, the chosen alpha
+    and, where the run's summary records its constants, the effective-robustness baseline.
     """
-    import matplotlib
+    from wiseft.plots import Curve, plot_robustness, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ref = summary["columns"]["reference"]
-    xs = [r[ref] for r in rows]
-    ys = [r["avg_shifts"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
-    ax.plot(xs, ys, "-o", color="tab:purple", ms=4, label="WiSE-FT (alpha grid)")
-    for row in rows:
-        ax.annotate(f"{row['alpha']:g}", (row[ref], row["avg_shifts"]), textcoords="offset points", xytext=(4, -9),
-                    fontsize=7, color="tab:purple")
-    for key, marker, color, label in (("zeroshot", "*", "tab:blue", "zero-shot"),
-                                      ("finetuned", "D", "tab:red", "fine-tuned"),
-                                      ("chosen", "P", "tab:green", f"chosen alpha={summary['chosen_alpha']:g}")):
-        row = summary[key]
-        ax.scatter([row[ref]], [row["avg_shifts"]], marker=marker, s=140, color=color, zorder=5, label=label)
-    ax.set_xlabel(f"{ref} top-1 (%)")
-    ax.set_ylabel("average top-1 over distribution shifts (%)")
-    ax.set_title("Robustness vs. accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_figure(plot_robustness([Curve("WiSE-FT", rows, summary)]), path)

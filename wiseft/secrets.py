@@ -46,3 +46,10 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(obj, str):
         return redact_text(obj, secrets)
     return obj
+
+
+def redacted_config(cfg: Any) -> Any:
+    """A resolved OmegaConf config as plain containers, secrets redacted (what is written and logged)."""
+    from omegaconf import OmegaConf
+
+    return redact(OmegaConf.to_container(cfg, resolve=True))

@@ -8,6 +8,7 @@ on one process), ``classnames`` only lists folders and so validates the layout, 
 from __future__ import annotations
 
 import importlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -77,6 +78,8 @@ DATASET_KINDS: dict[str, DatasetKind] = {}
 #: Kinds defined in their own modules, imported on first use so that importing the package stays light.
 BUILTIN_KIND_MODULES: dict[str, str] = {
     "toy": "wiseft.data.toy",
+    **dict.fromkeys(("imagenet", "imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet"),
+                    "wiseft.data.imagenet"),
 }
 
 
@@ -123,6 +126,9 @@ def projection_by_name(
         ConfigError: A class that is not a reference class (names it).
     """
     index = {name: i for i, name in enumerate(reference_classnames)}
+    # A name the reference uses twice (open_clip's ImageNet names repeat 'missile' and 'sunglasses') cannot say
+    # which class is meant.
+    ambiguous = {name for name, count in Counter(reference_classnames).items() if count > 1}
     if class_map is not None:
         groups = []
         for name in classnames:
@@ -131,6 +137,7 @@ def projection_by_name(
             missing = [r for r in class_map[name] if r not in index]
             if missing:
                 raise ConfigError(f"class_map: '{name}' maps to '{missing[0]}', which is not a reference class")
+            _check_unambiguous(class_map[name], ambiguous)
             groups.append([index[r] for r in class_map[name]])
         return ClassProjection.many_to_one(groups, len(reference_classnames))
     if list(classnames) == list(reference_classnames):
@@ -139,7 +146,15 @@ def projection_by_name(
     if missing:
         raise ConfigError(f"classes {missing[:3]} are not reference classes; an evaluation set's classes must be a "
                           "subset of the reference classes (or give a class_map)")
+    _check_unambiguous(classnames, ambiguous)
     return ClassProjection.subset([index[c] for c in classnames], len(reference_classnames))
+
+
+def _check_unambiguous(names: Sequence[str], ambiguous: set[str]) -> None:
+    clash = [n for n in names if n in ambiguous]
+    if clash:
+        raise ConfigError(f"class '{clash[0]}' names several reference classes; give the reference distinct names "
+                          "(data.reference.train.classnames) or use a dataset kind that maps classes by index")
 
 
 def build_dataset(

@@ -13,6 +13,14 @@ import open_clip
 import torch
 
 from wiseft.errors import CheckpointError, ConfigError
+from wiseft.models.weights import (
+    LOCAL_DIR,
+    LOCAL_DIR_PATTERNS,
+    WeightsSource,
+    check_activation,
+    quick_gelu_mismatch_is_an_error,
+    resolve_weights,
+)
 from wiseft.safeload import check_weights_file
 
 log = logging.getLogger(__name__)
@@ -21,11 +29,6 @@ log = logging.getLogger(__name__)
 PACKAGE_MODEL_CONFIGS = Path(__file__).parent / "configs"
 
 _registered: set[str] = set()
-
-# Things that say "this is a file", as opposed to a pretrained tag such as "openai" or "laion2b_s34b_b79k".
-_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
-# The weight files open_clip looks for in a ``local-dir:`` model folder.
-LOCAL_DIR_WEIGHTS = ("*.safetensors", "*.bin", "*.pth")
 
 
 @dataclass
@@ -43,6 +46,10 @@ class ClipBundle:
     train_transform: Callable
     eval_transform: Callable
     tokenizer: Callable
+
+    def training_transform(self, augment: bool = True) -> Callable:
+        """The preprocessing to fine-tune with: the augmenting one, or the evaluation one when ``augment`` is off."""
+        return self.train_transform if augment else self.eval_transform
 
 
 def register_model_configs(path: str | Path) -> None:
@@ -63,34 +70,49 @@ def register_model_configs(path: str | Path) -> None:
     _registered.add(str(path))
 
 
-def _looks_like_file(pretrained: str) -> bool:
-    return pretrained.endswith(_WEIGHT_SUFFIXES) or "/" in pretrained or pretrained.startswith(".")
+def check_model_args(
+    name: str,
+    pretrained: str | None,
+    *,
+    config_file: str | None = None,
+    cache_dir: str | None = None,
+    force_quick_gelu: bool = False,
+    allow_download: bool = True,
+    fetch: bool = True,
+) -> WeightsSource:
+    """Fail fast, before any model is built, on an unknown model, missing weights or a wrong activation.
 
+    A pretrained tag that is not cached is downloaded here if allowed and ``fetch`` (see
+    :mod:`wiseft.models.weights`).
 
-def check_model_args(name: str, pretrained: str | None) -> None:
-    """Fail fast, before any weights are read, on an unknown model name or a missing weights file.
+    Returns:
+        Where the weights are and how to build the model.
 
     Raises:
         ConfigError: Naming the offending key and value.
     """
     register_model_configs(PACKAGE_MODEL_CONFIGS)
-    if name.startswith("local-dir:"):
-        folder = Path(name.removeprefix("local-dir:")).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
-            raise ConfigError(f"model.name: '{name}' needs a folder holding open_clip_config.json; '{folder}' has none")
-        for weights in sorted(p for pattern in LOCAL_DIR_WEIGHTS for p in folder.glob(pattern)):
+    if config_file:
+        register_model_configs(config_file)
+    source = resolve_weights(name, pretrained, cache_dir=cache_dir, force_quick_gelu=force_quick_gelu,
+                             allow_download=allow_download, fetch=fetch)
+    check_weight_files(source)
+    return source
+
+
+def check_weight_files(source: WeightsSource) -> None:
+    """Refuse, before anything is built, a weights file that is truncated, not weights, or a pickle that would
+    run code (TorchScript archives are read by ``torch.jit.load``'s own deserialiser and only checked to be one).
+
+    Raises:
+        CheckpointError: Naming the key and the file.
+    """
+    if source.name.startswith(LOCAL_DIR):
+        folder = Path(source.name.removeprefix(LOCAL_DIR))
+        for weights in sorted(p for pattern in LOCAL_DIR_PATTERNS for p in folder.glob(pattern)):
             check_weights_file(weights, "model.name")
-        return
-    if name.startswith("hf-hub:"):
-        return
-    if name not in open_clip.list_models():
-        known = ", ".join(m for m in open_clip.list_models() if "-" in m)[:200]
-        raise ConfigError(f"model.name: unknown open_clip model '{name}' (known include: {known}, ...)")
-    if pretrained and _looks_like_file(pretrained):
-        if not Path(pretrained).expanduser().is_file():
-            raise ConfigError(f"model.pretrained: weights file '{pretrained}' does not exist")
-        # Truncated, not weights, or a pickle that would run code: refuse now, before anything is built.
-        check_weights_file(pretrained, "model.pretrained")
+    elif source.checkpoint is not None and source.weights_only:
+        check_weights_file(source.checkpoint, "model.pretrained")
 
 
 def build_clip(
@@ -103,41 +125,46 @@ def build_clip(
     cache_dir: str | None = None,
     precision: str = "fp32",
     aug_cfg: Mapping[str, Any] | None = None,
+    allow_download: bool = True,
 ) -> ClipBundle:
     """Build an open_clip model with its transforms and tokenizer.
 
     Args:
         name: open_clip architecture (``ViT-B-32``, ``toy-clip``...) or ``local-dir:<folder>``/``hf-hub:<repo>``.
         pretrained: A pretrained tag (``openai``, ``laion2b_s34b_b79k``), a local weights file, or ``None`` for
-            random initialisation.
+            random initialisation. A tag is read from open_clip's cache, downloaded only if not cached.
         config_file: An extra open_clip model-config JSON (or folder of them) to register first.
-        force_quick_gelu: Build the QuickGELU variant (what OpenAI's weights were trained with).
+        force_quick_gelu: Build the QuickGELU variant. Tags that need it (OpenAI's) get it without asking.
         tokenizer_kwargs: Passed to ``open_clip.get_tokenizer`` (for example a small ``bpe_path``).
         cache_dir: Where open_clip caches downloaded weights.
         precision: open_clip precision string.
         aug_cfg: open_clip training augmentation overrides (for example ``{"scale": [0.9, 1.0]}``).
+        allow_download: Whether a tag missing from the cache may be downloaded.
 
     Returns:
         The model and its preprocessing, in eval mode.
     """
-    if config_file:
-        register_model_configs(config_file)
-    check_model_args(name, pretrained)
-    pretrained_arg = str(Path(pretrained).expanduser()) if pretrained and _looks_like_file(pretrained) else pretrained
+    source = check_model_args(name, pretrained, config_file=config_file, cache_dir=cache_dir,
+                              force_quick_gelu=force_quick_gelu, allow_download=allow_download)
     try:
-        model, train_transform, eval_transform = open_clip.create_model_and_transforms(
-            name,
-            pretrained=pretrained_arg,
-            precision=precision,
-            force_quick_gelu=force_quick_gelu,
-            cache_dir=cache_dir,
-            aug_cfg=dict(aug_cfg) if aug_cfg else None,
-            weights_only=True,
-        )
-    except pickle.UnpicklingError as err:  # downloaded weights (a pretrained tag, hf-hub:) that are not plain data
-        raise CheckpointError(f"model.pretrained: refusing to load the weights of '{name}' ({pretrained}): they "
-                              "are a pickle that names Python objects, and loading it could run code") from err
-    tokenizer = open_clip.get_tokenizer(name, **dict(tokenizer_kwargs or {}))
+        with quick_gelu_mismatch_is_an_error():
+            model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+                source.name,
+                pretrained=source.checkpoint,
+                precision=precision,
+                force_quick_gelu=bool(source.quick_gelu),
+                cache_dir=cache_dir,
+                aug_cfg=dict(aug_cfg) if aug_cfg else None,
+                require_pretrained=source.checkpoint is not None,
+                weights_only=source.weights_only,
+                **source.preprocess,
+            )
+    except pickle.UnpicklingError as err:  # weights fetched here (hf-hub:) that are not plain data
+        raise CheckpointError(f"model.pretrained: refusing to load the weights of '{name}': they are a pickle that "
+                              "names Python objects, and loading it could run code") from err
+    check_activation(model, source.quick_gelu, source.name)
+    tokenizer = open_clip.get_tokenizer(source.name, **dict(tokenizer_kwargs or {}))
     model.eval()
-    log.info("built open_clip model %s (pretrained=%s)", name, pretrained)
+    log.info("built open_clip model %s (pretrained=%s, quick_gelu=%s)", source.name, source.tag or source.checkpoint,
+             source.quick_gelu)
     return ClipBundle(model, train_transform, eval_transform, tokenizer)

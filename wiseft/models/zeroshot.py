@@ -9,9 +9,11 @@ import torch
 
 from wiseft.errors import ConfigError
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
+from wiseft.progress import track
 
 Template = str | Callable[[str], str]
 
+_CLASSES_PER_BATCH = 10
 
 
 def _toy_templates() -> Sequence[Template]:
@@ -80,9 +82,14 @@ def zero_shot_weights(
     Returns:
         ``(num_classes, embed_dim)`` tensor equal to ``logit_scale.exp() * class_embeddings``.
     """
-    embeddings = open_clip.build_zero_shot_classifier(
-        clip_model, tokenizer, list(classnames), list(templates), num_classes_per_batch=10, device=device
-    )  # (embed_dim, num_classes), columns unit-norm
+    classnames, templates = list(classnames), list(templates)
+    chunks = [classnames[i:i + _CLASSES_PER_BATCH] for i in range(0, len(classnames), _CLASSES_PER_BATCH)]
+    # open_clip's builder, one chunk of classes at a time so that the text tower's work shows as a progress bar.
+    embeddings = torch.cat([
+        open_clip.build_zero_shot_classifier(clip_model, tokenizer, chunk, templates,
+                                             num_classes_per_batch=_CLASSES_PER_BATCH, device=device)
+        for chunk in track(chunks, f"zero-shot head ({len(classnames)} classes x {len(templates)} prompts)")
+    ], dim=1)  # (embed_dim, num_classes), columns unit-norm
     return clip_model.logit_scale.exp().detach() * embeddings.T
 
 
