@@ -220,17 +220,29 @@ def test_every_writer_in_the_package_writes_through_an_atomic_temp_path():
     for source in sorted((REPO / "wiseft").rglob("*.py")):
         if source.name == "io.py":
             continue
-        for node in ast.walk(ast.parse(source.read_text())):
+        tree = ast.parse(source.read_text())
+        in_memory = {"tmp"} | _names_bound_to_memory_buffers(tree)  # the atomic temp path, or no file at all
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
             writes = name in _WRITERS or (name == "open" and any(
                 isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) & {"w", "a", "x"}
                 for a in [*node.args[1:], *(k.value for k in node.keywords if k.arg == "mode")]))
-            mentions_tmp = any(isinstance(n, ast.Name) and n.id == "tmp" for a in node.args for n in ast.walk(a))
-            if writes and not mentions_tmp and not (name in {"save", "dump"} and _is_not_a_file_write(node)):
+            safe = any(isinstance(n, ast.Name) and n.id in in_memory for a in node.args for n in ast.walk(a))
+            if writes and not safe and not (name in {"save", "dump"} and _is_not_a_file_write(node)):
                 offenders.append(f"{source.relative_to(REPO)}:{node.lineno} {name}")
     assert offenders == []
+
+
+def _names_bound_to_memory_buffers(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in {"BytesIO", "StringIO"}:
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
 
 
 def _is_not_a_file_write(node: ast.Call) -> bool:

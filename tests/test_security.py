@@ -67,6 +67,24 @@ def test_resume_checkpoint_that_would_run_code_is_refused(data, tmp_path):
     assert not marker.exists() and files_under(out) == []
 
 
+def test_a_pickle_dressed_up_as_torchscript_is_not_loaded_without_weights_only(data, tmp_path):
+    # A torch.save file plus a `code/` entry used to pass for a TorchScript archive and be loaded with
+    # weights_only=False, which unpickles it (torch only hands files with constants.pkl to torch.jit.load).
+    import zipfile
+
+    from wiseft.models.weights import is_torchscript_archive
+
+    marker = tmp_path / "pwned"
+    weights = malicious_checkpoint(tmp_path / "ViT-B-32.pt", marker)
+    with zipfile.ZipFile(weights, "a") as archive:
+        archive.writestr(f"{archive.namelist()[0].split('/')[0]}/code/__torch__/model.py", "")
+    assert not is_torchscript_archive(weights)
+    with pytest.raises(CheckpointError) as info:
+        train(tiny_cfg(data, tmp_path / "run", [f"model.pretrained={weights}"]))
+    assert str(info.value) == refusal("model.pretrained", weights)
+    assert not marker.exists()
+
+
 def test_lightning_checkpoint_io_never_unpickles_code_even_when_asked(tmp_path):
     marker = tmp_path / "pwned"
     ckpt = malicious_checkpoint(tmp_path / "x.ckpt", marker)
