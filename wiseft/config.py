@@ -38,6 +38,11 @@ class ModelConfig:
     cache_dir: str | None = None
     precision: str = "fp32"
     aug_cfg: dict[str, Any] = field(default_factory=dict)
+    # Speed and memory switches (see wiseft.models.performance): activation checkpointing of the image tower's
+    # blocks, and torch.compile of the image encoder (mode: a torch.compile mode such as "max-autotune").
+    grad_checkpointing: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
 
 
 @dataclass
@@ -128,6 +133,8 @@ class FinetuneConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
+    # linear mode: folder of the cached image features (None: computed in memory, single process only).
+    feature_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in FINETUNE_MODES:
@@ -154,11 +161,15 @@ class WiseftConfig:
         select_on: ``val`` chooses alpha on the held-out reference data (the default and the honest choice);
             ``reference`` chooses on the reported reference column, as the paper's "optimal alpha" row does.
         save_checkpoints: Write zero-shot, fine-tuned and chosen-alpha weights as safetensors.
+        batch_cache_mb: Decoded evaluation images held at once (on the evaluation device) while every alpha is
+            evaluated on them; each image is decoded once per sweep whatever this is, larger means fewer
+            in-place interpolations.
     """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     select_on: str = "val"
     save_checkpoints: bool = True
+    batch_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         if not self.alphas:
@@ -169,6 +180,8 @@ class WiseftConfig:
         for a, b in zip(self.alphas, self.alphas[1:], strict=False):
             if b <= a:
                 raise ConfigError(f"wiseft.alphas: the grid must be strictly increasing, got {a} then {b}")
+        if self.batch_cache_mb <= 0:
+            raise ConfigError(f"wiseft.batch_cache_mb: must be positive, got {self.batch_cache_mb}")
         if self.select_on not in ("val", "reference"):
             raise ConfigError(f"wiseft.select_on: must be 'val' or 'reference', got '{self.select_on}'")
 
