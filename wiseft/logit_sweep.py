@@ -20,7 +20,7 @@ import torch
 from wiseft.data.projection import ClassProjection
 
 #: Rows processed at once; bounds the ``O(chunk * C)`` temporaries.
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 2048
 #: Relative slack of the candidate test: keeps classes within rounding error of winning.
 SLACK = 1e-5
 
@@ -47,18 +47,28 @@ def _interval(d: torch.Tensor, e: torch.Tensor, tol: torch.Tensor) -> tuple[torc
     return lo, hi
 
 
-def candidates(logits_0: torch.Tensor, logits_1: torch.Tensor) -> torch.Tensor:
+def candidates(logits_0: torch.Tensor, logits_1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rows, classes)`` of the classes that can be the top-1 of some alpha in ``[0, 1]``."""
     rows = torch.arange(len(logits_0), device=logits_0.device)
     k0, k1 = logits_0.argmax(dim=-1), logits_1.argmax(dim=-1)
-    scale = torch.maximum(logits_0.abs().amax(dim=-1), logits_1.abs().amax(dim=-1))
-    tol = (SLACK * (scale + 1.0)).unsqueeze(-1)
-    lo0, hi0 = _interval(logits_0 - logits_0[rows, k0, None], logits_1 - logits_1[rows, k0, None], tol)
-    lo1, hi1 = _interval(logits_0 - logits_0[rows, k1, None], logits_1 - logits_1[rows, k1, None], tol)
-    feasible = torch.maximum(lo0, lo1) <= torch.minimum(hi0, hi1) + SLACK
-    feasible[rows, k0] = True
-    feasible[rows, k1] = True
-    return feasible.nonzero(as_tuple=True)
+    scale = max(float(torch.linalg.vector_norm(logits_0, float("inf"))),
+                float(torch.linalg.vector_norm(logits_1, float("inf"))))
+    tol = SLACK * (scale + 1.0)
+    # The endpoint winners' lines, at alpha = 0 (a) and alpha = 1 (b).
+    a0, b0, a1, b1 = logits_0[rows, k0], logits_1[rows, k0], logits_0[rows, k1], logits_1[rows, k1]
+    # Cheap necessary condition (a few comparisons per logit): above k0's line at one end, and above k1's.
+    maybe = logits_0 >= (a0 - tol)[:, None]
+    maybe |= logits_1 >= (b0 - tol)[:, None]
+    above_k1 = logits_0 >= (a1 - tol)[:, None]
+    above_k1 |= logits_1 >= (b1 - tol)[:, None]
+    maybe &= above_k1
+    r, c = maybe.nonzero(as_tuple=True)
+    # The exact test on the few that pass: above both lines at a common alpha.
+    x0, x1, t = logits_0[r, c], logits_1[r, c], torch.full_like(logits_0[r, c], tol)
+    lo0, hi0 = _interval(x0 - a0[r], x1 - b0[r], t)
+    lo1, hi1 = _interval(x0 - a1[r], x1 - b1[r], t)
+    keep = (torch.maximum(lo0, lo1) <= torch.minimum(hi0, hi1) + SLACK) | (c == k0[r]) | (c == k1[r])
+    return r[keep], c[keep]
 
 
 @torch.no_grad()
@@ -87,20 +97,68 @@ def logit_sweep_counts(
     device = logits_0.device
     ids, target_of = _restrict(projection, logits_0.shape[1])
     ids, target_of = ids.to(device), target_of.to(device)
-    no_target = torch.iinfo(torch.long).max
-    counts = torch.zeros(len(grid), 2, dtype=torch.long)
-    counts[:, 1] = len(labels)
+    labels = labels.to(device)
+    found = []
     for start in range(0, len(labels), CHUNK_ROWS):
-        l0 = logits_0[start:start + CHUNK_ROWS][:, ids].float()
-        l1 = logits_1[start:start + CHUNK_ROWS][:, ids].float()
-        lab = labels[start:start + CHUNK_ROWS].to(device)
+        l0, l1 = logits_0[start:start + CHUNK_ROWS].float(), logits_1[start:start + CHUNK_ROWS].float()
+        if projection is not None:
+            l0, l1 = l0[:, ids], l1[:, ids]
         rows, cols = candidates(l0, l1)
-        v0, v1, target = l0[rows, cols], l1[rows, cols], target_of[cols]
-        for i, alpha in enumerate(grid):
-            value = torch.lerp(v0, v1, float(alpha))
-            best = torch.full((len(lab),), float("-inf"), device=device).scatter_reduce(0, rows, value, "amax")
-            # Among the classes at the maximum, the one argmax over all classes would pick.
-            tied_target = torch.where(value == best[rows], target, torch.full_like(target, no_target))
-            predicted = torch.full_like(lab, no_target).scatter_reduce(0, rows, tied_target, "amin")
-            counts[i, 0] += int((predicted == lab).sum())
+        found.append((rows + start, cols, l0[rows, cols], l1[rows, cols]))
+    rows, cols, v0, v1 = (torch.cat(parts) for parts in zip(*found, strict=True))
+    weights = torch.tensor([float(a) for a in grid], device=device)
+    correct = torch.zeros(len(grid), dtype=torch.long, device=device)
+    for bucket_rows, b0, b1, targets in _buckets(rows, cols, v0, v1, target_of, len(labels)):
+        correct += _bucket_correct(b0, b1, targets, labels[bucket_rows], weights)
+    counts = torch.zeros(len(grid), 2, dtype=torch.long)
+    counts[:, 0] = correct.cpu()
+    counts[:, 1] = len(labels)
     return counts
+
+
+def _buckets(rows: torch.Tensor, cols: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor, target_of: torch.Tensor,
+             num_rows: int):
+    """Rows grouped by candidate count (next power of two), each group as dense ``(n, width)`` tensors.
+
+    Candidates are ordered by (target, class) within a row; padding is the most negative finite float, which
+    never wins (an infinite pad would make lerp return NaN, which argmax picks).
+    """
+    target = target_of[cols]
+    order = torch.argsort((rows * (int(target_of.max()) + 1) + target) * (int(cols.max()) + 1) + cols)
+    rows, cols, v0, v1, target = rows[order], cols[order], v0[order], v1[order], target[order]
+    per_row = torch.bincount(rows, minlength=num_rows)
+    position = torch.arange(len(rows), device=rows.device) - (torch.cumsum(per_row, 0) - per_row)[rows]
+    width_of = torch.where(per_row > 1, 2 ** torch.ceil(torch.log2(per_row.clamp(min=1).double())).long(), 1)
+    pad = torch.finfo(v0.dtype).min
+    for width in torch.unique(width_of[per_row > 0]).tolist():
+        members = (width_of == width) & (per_row > 0)
+        bucket_rows = members.nonzero(as_tuple=True)[0]
+        slot = torch.full((num_rows,), -1, dtype=torch.long, device=rows.device)
+        slot[bucket_rows] = torch.arange(len(bucket_rows), device=rows.device)
+        take = members[rows]
+        r, p = slot[rows[take]], position[take]
+        d0 = torch.full((len(bucket_rows), width), pad, device=v0.device)
+        d1 = torch.full((len(bucket_rows), width), pad, device=v0.device)
+        dt = torch.full((len(bucket_rows), width), -1, dtype=torch.long, device=v0.device)
+        d0[r, p], d1[r, p], dt[r, p] = v0[take], v1[take], target[take]
+        yield bucket_rows, d0, d1, dt
+
+
+#: Bound on the ``alphas x rows x width`` values evaluated at once.
+MAX_ELEMENTS = 1 << 24
+
+
+def _bucket_correct(v0: torch.Tensor, v1: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
+                    weights: torch.Tensor) -> torch.Tensor:
+    """Correct predictions per alpha for one bucket, every alpha at once (in slices bounded by MAX_ELEMENTS)."""
+    n, width = v0.shape
+    step = max(1, MAX_ELEMENTS // max(1, n * width))
+    out = []
+    for i in range(0, len(weights), step):
+        w = weights[i:i + step, None, None]
+        # argmax returns the first maximum: candidates are ordered by target class, so exact ties go to the
+        # lowest target, as argmax over the projected logits does.
+        winner = torch.lerp(v0.expand(len(w), n, width), v1.expand(len(w), n, width), w).argmax(dim=-1)
+        predicted = targets.gather(1, winner.t()).t()  # (alphas, n)
+        out.append((predicted == labels).sum(dim=-1))
+    return torch.cat(out)
