@@ -87,8 +87,8 @@ class JobConfigLauncher(_SubprocessScriptLauncher):
 def install_job_launcher(trainer: L.Trainer, config: DictConfig, output_dir: str | Path) -> bool:
     """Swap Lightning's subprocess launcher for :class:`JobConfigLauncher`; return whether it was swapped.
 
-    Strategies that launch no script (single device, ``ddp_spawn``, clusters that start every process, such as
-    SLURM or torchrun) are left alone.
+    Strategies without that launcher (single device, ``ddp_spawn``) are left alone. Where a cluster starts
+    every process itself (SLURM, torchrun), the launcher is swapped too but, like Lightning's, starts none.
     """
     strategy = trainer.strategy
     launcher = getattr(strategy, "launcher", None)

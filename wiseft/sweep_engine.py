@@ -86,7 +86,9 @@ def weight_sweep_counts(
             if state["alpha"] != grid[i]:
                 interpolate_into(model, theta_0, theta_1, grid[i])
                 state["alpha"] = grid[i]
-            with forward_context():
+            # Inference mode (no autograd bookkeeping at all) for the forward passes only: the in-place
+            # interpolation above must stay outside it to keep the parameters ordinary tensors.
+            with torch.inference_mode(), forward_context():
                 for j, images, labels in block:
                     predicted = project[j](model(images)).argmax(dim=-1)
                     counts[i, j, 0] += (predicted == labels).sum()

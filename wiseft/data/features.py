@@ -65,8 +65,8 @@ class FeatureDataModule(WiSEFTDataModule):
     def _compute_features(self) -> dict[str, Features]:
         trainer = self.trainer
         device = trainer.strategy.root_device
+        encoder_hash = module_fingerprint(self.encoder)  # before the move: hashing reads the bytes on the CPU
         self.encoder.to(device)
-        encoder_hash = module_fingerprint(self.encoder)
         precision = str(trainer.precision)
         batch_size = self.config.eval_batch_size or self.config.batch_size
         datasets = {"train": self.train_set, **{s.name: s.dataset for s in self.eval_sets}}
