@@ -14,9 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from wiseft.callbacks.sweep import WiSEFTSweep
 from wiseft.config import Settings, to_settings
 from wiseft.data.datamodule import WiSEFTDataModule
+from wiseft.data.features import FeatureDataModule
 from wiseft.io import atomic_write_text, check_writable
+from wiseft.launcher import distributed_job
 from wiseft.models.factory import build_clip, check_model_args
+from wiseft.models.linear_probe import LinearProbeModule
 from wiseft.models.module import WiSEFTModule
+from wiseft.models.performance import apply_performance_options
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
 from wiseft.robustness import LinearFit, resolve_baselines
 
@@ -66,8 +70,6 @@ def train(cfg: DictConfig) -> float:
     settings, datamodule = prepare(cfg)
     baselines = run_baselines(cfg, settings)
     out_dir = Path(cfg.paths.output_dir)
-    # The exact, resolved config next to the results it produced.
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(settings.seed, workers=True)
 
     m = settings.model
@@ -76,22 +78,34 @@ def train(cfg: DictConfig) -> float:
                         aug_cfg=m.aug_cfg, allow_download=m.allow_download)
     templates = resolve_templates(settings.data.templates)
     classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
+    apply_performance_options(classifier.image_encoder, m.grad_checkpointing, m.compile, m.compile_mode)
     datamodule.set_transforms(bundle.training_transform(settings.finetune.augment), bundle.eval_transform)
 
-    module = WiSEFTModule(classifier, settings.finetune)
+    if settings.finetune.mode == "linear":
+        # The frozen encoder's features are computed once (cached on disk) and the head trains on them.
+        datamodule = FeatureDataModule.from_images(datamodule, classifier.image_encoder,
+                                                   settings.finetune.feature_cache)
+        module = LinearProbeModule(classifier, settings.finetune)
+    else:
+        module = WiSEFTModule(classifier, settings.finetune)
     module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=baselines,
-                        upload_checkpoint=settings.wiseft.upload_checkpoint)
+                        upload_checkpoint=settings.wiseft.upload_checkpoint,
+                        cache_bytes=settings.wiseft.batch_cache_mb << 20)
     callbacks = [*_instantiate_dict(cfg.get("callbacks")), sweep]
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                  default_root_dir=str(out_dir))
+    if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
+        # The exact, resolved config next to the results it produced.
+        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        with distributed_job(trainer, cfg, out_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     finally:
         _finish_loggers(loggers)
     summary = sweep.summary

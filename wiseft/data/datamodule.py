@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from wiseft.config import DataConfig, DatasetSpec
 from wiseft.data.datasets import LabeledImageDataset
 from wiseft.data.registry import build_dataset, get_kind
+from wiseft.distributed import UnpaddedDistributedSampler
 
 
 @dataclass(frozen=True)
@@ -128,24 +129,33 @@ class WiSEFTDataModule(L.LightningDataModule):
             self.setup()
         return list(self._eval_sets)
 
-    def _loader(self, dataset: LabeledImageDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, shard: tuple[int, int] | None = None) -> DataLoader:
         batch_size = self.config.batch_size if shuffle else (self.config.eval_batch_size or self.config.batch_size)
+        # Under several processes an evaluation set is split into disjoint unpadded shards (never Lightning's
+        # padded DistributedSampler, which repeats samples and skews accuracy).
+        sampler = UnpaddedDistributedSampler(dataset, shard[1], shard[0]) if shard and shard[1] > 1 else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.config.num_workers,
             persistent_workers=self.config.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
-    def eval_loader(self, eval_set: EvalSet) -> DataLoader:
-        """Ordered, unpadded loader over one evaluation set."""
-        return self._loader(eval_set.dataset, shuffle=False)
+    def _shard(self) -> tuple[int, int] | None:
+        """``(rank, world_size)`` of this process when attached to a trainer."""
+        trainer = self.trainer
+        return None if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def eval_loader(self, eval_set: EvalSet, shard: tuple[int, int] | None = None) -> DataLoader:
+        """Ordered, unpadded loader over one evaluation set, or over shard ``(rank, world_size)`` of it."""
+        return self._loader(eval_set.dataset, shuffle=False, shard=shard)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.eval_sets[0])
+        return self.eval_loader(self.eval_sets[0], self._shard())
