@@ -11,7 +11,6 @@ from wiseft.data.resumable import EpochSampler, ResumableLoader, SeededSamples, 
 from wiseft.errors import CheckpointError, DataError, one_line
 from wiseft.io import check_creatable
 from wiseft.resume import config_difference, select_resume_checkpoint
-from wiseft.sweep import Columns, run_sweep
 
 
 def test_mix_seed_is_stable_and_spread():
@@ -85,12 +84,28 @@ def test_config_difference_ignores_what_does_not_change_the_weights():
     assert config_difference(base, {**base, "data": {"num_workers": 0, "batch_size": 16}}) == ("data.batch_size", 8, 16)
 
 
-def test_run_sweep_returns_done_rows_without_evaluating_them():
-    model = torch.nn.Linear(2, 2)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    done = {0.0: {"alpha": 0.0, "val": 1.0, "ref": 2.0}, 1.0: {"alpha": 1.0, "val": 3.0, "ref": 4.0}}
-    rows = run_sweep(model, state, state, [0.0, 1.0], {}, Columns("val", "ref", ()), done=done)
-    assert rows == [done[0.0], done[1.0]]  # no loader was needed: nothing was evaluated
+def test_sweep_engine_reports_each_finished_set_and_skips_done_ones():
+    from wiseft.sweep_engine import weight_sweep_counts
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    theta_0 = {k: v.clone() for k, v in model.state_dict().items()}
+    theta_1 = {k: torch.randn_like(v) for k, v in theta_0.items()}
+    sets = [[(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(3)] for _ in range(3)]
+    grid = [0.0, 0.5, 1.0]
+    full = weight_sweep_counts(model, theta_0, theta_1, grid, sets, cache_bytes=1 << 20)
+    reported = {}
+    weight_sweep_counts(model, theta_0, theta_1, grid, sets, cache_bytes=100,
+                        on_dataset=lambda j, c: reported.setdefault(j, c))
+    assert list(reported) == [0, 1, 2] and all(torch.equal(reported[j], full[:, j]) for j in range(3))
+
+    class Unreadable:
+        def __iter__(self):
+            raise AssertionError("a finished set was read again")
+
+    resumed = weight_sweep_counts(model, theta_0, theta_1, grid, [Unreadable(), sets[1], sets[2]],
+                                  done={0: full[:, 0]})
+    assert torch.equal(resumed, full)
 
 
 def test_check_creatable_creates_nothing(tmp_path):

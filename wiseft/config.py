@@ -47,6 +47,11 @@ class ModelConfig:
     precision: str = "fp32"
     aug_cfg: dict[str, Any] = field(default_factory=dict)
     allow_download: bool = True
+    # Speed and memory switches (see wiseft.models.performance): activation checkpointing of the image tower's
+    # blocks, and torch.compile of the image encoder (mode: a torch.compile mode such as "max-autotune").
+    grad_checkpointing: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
 
 
 @dataclass
@@ -150,6 +155,8 @@ class FinetuneConfig:
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     augment: bool = True
+    # linear mode: folder of the cached image features (None: computed in memory, single process only).
+    feature_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in FINETUNE_MODES:
@@ -178,12 +185,16 @@ class WiseftConfig:
         save_checkpoints: Write zero-shot, fine-tuned and chosen-alpha weights as safetensors.
         upload_checkpoint: Also log the chosen-alpha checkpoint to W&B as a model artifact (needs
             ``save_checkpoints`` and the W&B logger).
+        batch_cache_mb: Decoded evaluation images held at once (on the evaluation device) while every alpha is
+            evaluated on them; each image is decoded once per sweep whatever this is, larger means fewer
+            in-place interpolations.
     """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     select_on: str = "val"
     save_checkpoints: bool = True
     upload_checkpoint: bool = False
+    batch_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         if not self.alphas:
@@ -194,6 +205,8 @@ class WiseftConfig:
         for a, b in zip(self.alphas, self.alphas[1:], strict=False):
             if b <= a:
                 raise ConfigError(f"wiseft.alphas: the grid must be strictly increasing, got {a} then {b}")
+        if self.batch_cache_mb <= 0:
+            raise ConfigError(f"wiseft.batch_cache_mb: must be positive, got {self.batch_cache_mb}")
         if self.select_on not in ("val", "reference"):
             raise ConfigError(f"wiseft.select_on: must be 'val' or 'reference', got '{self.select_on}'")
 

@@ -19,11 +19,15 @@ from wiseft.callbacks.sweep import WiSEFTSweep
 from wiseft.checkpoint_io import SafeCheckpointIO
 from wiseft.config import Settings
 from wiseft.data.datamodule import WiSEFTDataModule
+from wiseft.data.features import FeatureDataModule
 from wiseft.errors import RunInterrupted
 from wiseft.io import atomic_write_text, check_writable
+from wiseft.launcher import distributed_job
 from wiseft.loggers import ResilientWandbLogger
 from wiseft.models.factory import build_clip, check_model_args
+from wiseft.models.linear_probe import LinearProbeModule
 from wiseft.models.module import WiSEFTModule
+from wiseft.models.performance import apply_performance_options
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
 from wiseft.preflight import preflight
 from wiseft.resume import check_same_run, select_resume_checkpoint
@@ -103,7 +107,7 @@ def train(cfg: DictConfig) -> float:
     settings, datamodule = prepare(cfg)
     baselines = run_baselines(cfg, settings)
     out_dir = Path(cfg.paths.output_dir)
-    # The exact, resolved config next to the results it produced (secrets pulled from the environment redacted).
+    # Secrets pulled in from the environment are redacted from everything written or logged.
     resolved = redacted_config(cfg)
     check_same_run(out_dir, resolved)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
@@ -112,11 +116,6 @@ def train(cfg: DictConfig) -> float:
                                          _checkpoint_dirs(callbacks, out_dir))
     if ckpt_path is not None:
         load_torch_file(ckpt_path, "ckpt_path", mmap=True)  # truncated or unsafe: fail now, not after the build
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    if datamodule.skipped:
-        log.warning("left out %d unreadable image(s), listed in %s", len(datamodule.skipped),
-                    out_dir / SKIPPED_IMAGES)
-        atomic_write_text(out_dir / SKIPPED_IMAGES, "".join(f"{p}\t{why}\n" for p, why in datamodule.skipped))
     L.seed_everything(settings.seed, workers=True)
 
     m = settings.model
@@ -125,25 +124,41 @@ def train(cfg: DictConfig) -> float:
                         aug_cfg=m.aug_cfg, allow_download=m.allow_download)
     templates = resolve_templates(settings.data.templates)
     classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
+    apply_performance_options(classifier.image_encoder, m.grad_checkpointing, m.compile, m.compile_mode)
     datamodule.set_transforms(bundle.training_transform(settings.finetune.augment), bundle.eval_transform)
 
-    module = WiSEFTModule(classifier, settings.finetune)
+    if settings.finetune.mode == "linear":
+        # The frozen encoder's features are computed once (cached on disk) and the head trains on them.
+        datamodule = FeatureDataModule.from_images(datamodule, classifier.image_encoder,
+                                                   settings.finetune.feature_cache)
+        module = LinearProbeModule(classifier, settings.finetune)
+    else:
+        module = WiSEFTModule(classifier, settings.finetune)
     module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=baselines,
-                        upload_checkpoint=settings.wiseft.upload_checkpoint)
+                        upload_checkpoint=settings.wiseft.upload_checkpoint,
+                        cache_bytes=settings.wiseft.batch_cache_mb << 20)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                  default_root_dir=str(out_dir), plugins=_trainer_plugins(cfg))
+    if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
+        # The exact, resolved config next to the results it produced.
+        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        if datamodule.skipped:
+            log.warning("left out %d unreadable image(s), listed in %s", len(datamodule.skipped),
+                        out_dir / SKIPPED_IMAGES)
+            atomic_write_text(out_dir / SKIPPED_IMAGES, "".join(f"{p}\t{why}\n" for p, why in datamodule.skipped))
     for logger in loggers:
         logger.log_hyperparams(resolved)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
-                    weights_only=True)
+        with distributed_job(trainer, cfg, out_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+                        weights_only=True)
     except SIGTERMException as err:
         raise RunInterrupted(f"stopped by SIGTERM, checkpoint saved to '{resume_ckpt.ckpt_path}'; relaunch with "
                              f"hydra.run.dir={out_dir} to resume") from err

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
 
-from wiseft.evaluate import evaluate
-from wiseft.interpolate import StateDict, interpolate_into
+from wiseft.distributed import Reduce, no_reduce
+from wiseft.interpolate import StateDict
+from wiseft.sweep_engine import DEFAULT_CACHE_BYTES, weight_sweep_counts
 
 Row = dict[str, float]
 
@@ -48,6 +51,23 @@ def sweep_alphas(alphas: Sequence[float]) -> list[float]:
     return sorted({0.0, 1.0, *(float(a) for a in alphas)})
 
 
+def rows_from_counts(grid: Sequence[float], counts: torch.Tensor, columns: Columns) -> list[Row]:
+    """Turn ``(len(grid), len(columns.all), 2)`` ``(correct, total)`` counts into result rows.
+
+    Raises:
+        ValueError: If a dataset has no example (naming it).
+    """
+    totals = counts[0, :, 1].tolist()
+    for name, total in zip(columns.all, totals, strict=True):
+        if total == 0:
+            raise ValueError(f"cannot evaluate on an empty dataset ('{name}')")
+    rows = []
+    for i, alpha in enumerate(grid):
+        accuracies = {name: 100.0 * int(counts[i, j, 0]) / int(counts[i, j, 1]) for j, name in enumerate(columns.all)}
+        rows.append(add_averages({"alpha": float(alpha), **accuracies}, columns))
+    return rows
+
+
 def run_sweep(
     model: torch.nn.Module,
     theta_0: StateDict,
@@ -57,11 +77,16 @@ def run_sweep(
     columns: Columns,
     device: torch.device | str = "cpu",
     on_row: Callable[[Row], None] | None = None,
-    done: Mapping[float, Row] | None = None,
+    *,
+    reduce: Reduce = no_reduce,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
 ) -> list[Row]:
     """Evaluate ``(1 - alpha) * theta_0 + alpha * theta_1`` on every loader for every alpha.
 
-    ``model``'s weights are overwritten; the caller restores them.
+    Each image is decoded once for the whole grid (see :mod:`wiseft.sweep_engine`). ``model``'s weights are
+    overwritten; the caller restores them. Under several processes, each passes its own unpadded shard of every
+    dataset and ``reduce`` sums the integer counts, so the accuracies are exactly those of one process.
 
     Args:
         model: Module whose state dict has the keys of ``theta_0``.
@@ -71,22 +96,20 @@ def run_sweep(
         loaders: Column name -> loader, for every column of ``columns``.
         columns: Roles of the columns.
         device: Where to evaluate.
-        on_row: Called with each newly evaluated row (progress reporting, resumable sweeps).
-        done: Rows already evaluated (by alpha), returned as they are instead of being evaluated again.
+        on_row: Called with each finished row (progress reporting).
+        reduce: Sums a counts tensor over processes.
+        cache_bytes: Bound on the decoded images held at once.
+        forward_context: Entered around forward passes (e.g. the trainer's autocast).
 
     Returns:
         One row per alpha: ``alpha``, each dataset's top-1 and the averages.
     """
-    rows = []
-    for alpha in sweep_alphas(alphas):
-        if done and alpha in done:
-            rows.append(dict(done[alpha]))
-            continue
-        interpolate_into(model, theta_0, theta_1, alpha)
-        accuracies = evaluate(model, {c: loaders[c] for c in columns.all}, device)
-        row = add_averages({"alpha": alpha, **accuracies}, columns)
-        rows.append(row)
-        if on_row is not None:
+    grid = sweep_alphas(alphas)
+    counts = weight_sweep_counts(model, theta_0, theta_1, grid, [loaders[c] for c in columns.all], device,
+                                 cache_bytes=cache_bytes, forward_context=forward_context)
+    rows = rows_from_counts(grid, reduce(counts.to(device)).cpu(), columns)
+    if on_row is not None:
+        for row in rows:
             on_row(row)
     return rows
 

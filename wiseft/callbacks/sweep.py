@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,19 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.func import functional_call
 
 from wiseft.checkpoints import load_weights, save_weights
-from wiseft.data.datamodule import WiSEFTDataModule
+from wiseft.data.datamodule import EvalSet, WiSEFTDataModule
+from wiseft.data.features import FeatureDataModule
 from wiseft.interpolate import interpolate
+from wiseft.logit_sweep import logit_sweep_counts
 from wiseft.progress import step
 from wiseft.results import CURVE_PNG, plot_curve, write_rows, write_summary
 from wiseft.robustness import LinearFit, add_effective_robustness
-from wiseft.sweep import Columns, Row, run_sweep, summarize, sweep_alphas
-from wiseft.sweep_progress import SweepProgress, fingerprint
+from wiseft.sweep import Columns, Row, rows_from_counts, summarize, sweep_alphas
+from wiseft.sweep_engine import DEFAULT_CACHE_BYTES, weight_sweep_counts
+from wiseft.sweep_progress import SweepProgress, fingerprint, progress_path
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,9 @@ class WiSEFTSweep(L.Callback):
 
     Outputs (in ``output_dir``): ``results.csv``, ``results.jsonl``, ``summary.json``, ``curve.png`` and, with
     ``save_checkpoints``, ``checkpoints/{zeroshot,finetuned,wiseft_chosen}.safetensors``. The zero-shot snapshot
-    is written when fitting is set up, so a resumed run interpolates from the true zero-shot weights; each
-    evaluated alpha is recorded in ``sweep_progress.jsonl``, so a relaunched sweep skips it.
+    is taken before Lightning restores a checkpoint, so a resumed run interpolates from the true zero-shot weights;
+    each evaluation set finished by the sweep is recorded in ``sweep_progress.jsonl``, so a relaunched sweep skips
+    it (:mod:`wiseft.sweep_progress`).
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class WiSEFTSweep(L.Callback):
         save_checkpoints: bool = True,
         baselines: Mapping[str, LinearFit] | None = None,
         upload_checkpoint: bool = False,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         """Args:
         output_dir: Run folder.
@@ -58,6 +65,7 @@ class WiSEFTSweep(L.Callback):
         baselines: Effective-robustness fits by result column (see :func:`wiseft.robustness.resolve_baselines`);
             each adds an ``er_<column>`` column to the results.
         upload_checkpoint: Also log the chosen-alpha checkpoint to W&B as a model artifact.
+        cache_bytes: Bound on the decoded evaluation images held at once during the sweep.
         """
         self.output_dir = Path(output_dir)
         self.alphas = list(alphas)
@@ -65,6 +73,7 @@ class WiSEFTSweep(L.Callback):
         self.save_checkpoints = save_checkpoints
         self.baselines = dict(baselines or {})
         self.upload_checkpoint = upload_checkpoint
+        self.cache_bytes = cache_bytes
         self.theta_0: dict[str, torch.Tensor] | None = None
         self.rows: list[Row] | None = None
         self.summary: dict[str, Any] | None = None
@@ -100,37 +109,53 @@ class WiSEFTSweep(L.Callback):
             reference=next(s.name for s in eval_sets if s.role == "reference"),
             shifts=tuple(s.name for s in eval_sets if s.role == "shift"),
         )
-        loaders = {s.name: datamodule.eval_loader(s) for s in eval_sets}
         model = pl_module.model
         theta_1 = _cpu_copy(model)
-
-        sizes = {s.name: [s.role, len(s.dataset)] for s in eval_sets}
-        progress = SweepProgress(self.output_dir, fingerprint(self.theta_0, theta_1, sizes))
         grid = sweep_alphas(self.alphas)
-        with step("WiSE-FT sweep (alphas)", total=len(grid)) as advance:
-            advance(sum(a in progress.done for a in grid))
+        # Lightning's teardown has moved the module to the CPU by now; the sweep runs on the training device.
+        device = trainer.strategy.root_device
+        # Every process evaluates its own unpadded shard; the integer counts are summed over processes.
+        shard = (trainer.global_rank, trainer.world_size)
+        if isinstance(datamodule, FeatureDataModule) and _only_head_differs(self.theta_0, theta_1):
+            counts = _logit_counts(datamodule, eval_sets, copy.deepcopy(model.head).to(device), self.theta_0,
+                                   theta_1, grid, shard, device)
+            log.info("linear sweep: logits interpolated from the cached features (%d alphas)", len(grid))
+        else:
+            loaders = [datamodule.eval_loader(s, shard) for s in eval_sets]
+            sets = {s.name: [s.role, len(loader.sampler)] for s, loader in zip(eval_sets, loaders, strict=True)}
+            progress = SweepProgress(progress_path(self.output_dir, *shard),
+                                     fingerprint(self.theta_0, theta_1, grid, sets))
+            done = {j: progress.done[s.name] for j, s in enumerate(eval_sets) if s.name in progress.done}
+            model.to(device)
+            total = sum(len(loader.sampler) for j, loader in enumerate(loaders) if j not in done)
 
-            def report(row: Row) -> None:
-                advance(1)
-                log.info("alpha=%.2f  %s", row["alpha"],
-                         "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
-                if trainer.is_global_zero:
-                    progress.record(row)
-                if trainer.received_sigterm:  # pre-empted: stop between alphas, the finished ones are on disk
+            def advance_or_stop(advance: Callable[[int], None], n: int) -> None:
+                advance(n)
+                if trainer.received_sigterm:  # pre-empted: stop now; the finished sets are on disk
                     raise SIGTERMException
 
             try:
-                rows = run_sweep(model, self.theta_0, theta_1, self.alphas, loaders, columns, pl_module.device,
-                                 report, done=progress.done)
+                with step(f"WiSE-FT sweep ({len(grid)} alphas per decoded image)", total=total) as advance:
+                    counts = weight_sweep_counts(model, self.theta_0, theta_1, grid, loaders, device,
+                                                 cache_bytes=self.cache_bytes,
+                                                 forward_context=trainer.precision_plugin.forward_context,
+                                                 on_batch=lambda n: advance_or_stop(advance, n), done=done,
+                                                 on_dataset=lambda j, c: progress.record(eval_sets[j].name, c))
             finally:
-                model.load_state_dict(theta_1)  # leave the module fine-tuned
-        rows = [add_effective_robustness(row, columns.reference, self.baselines) for row in rows]
+                model.load_state_dict(theta_1)  # leave the module fine-tuned, where Lightning left it
+                model.to("cpu")
+        counts = trainer.strategy.reduce(counts.to(device), reduce_op="sum").cpu()
+        rows = [add_effective_robustness(row, columns.reference, self.baselines)
+                for row in rows_from_counts(grid, counts, columns)]
+        for row in rows if trainer.is_global_zero else ():
+            log.info("alpha=%.2f  %s", row["alpha"],
+                     "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
         summary = summarize(rows, columns, self.select_on)
+        summary["num_examples"] = {name: int(counts[0, j, 1]) for j, name in enumerate(columns.all)}
         summary["baselines"] = {col: fit.to_dict() for col, fit in self.baselines.items()}
         self.rows, self.summary = rows, summary
-        if trainer.is_global_zero:
-            self._write(rows, summary, pl_module, theta_1)
         if trainer.is_global_zero:  # the files it reads are rank 0's; other ranks hold no logger run
+            self._write(rows, summary, pl_module, theta_1)
             chosen_ckpt = self.checkpoint_dir / CHOSEN_CKPT
             try:
                 log_sweep(trainer.loggers, rows, summary, self.output_dir / CURVE_PNG,
@@ -153,6 +178,28 @@ class WiSEFTSweep(L.Callback):
             save_weights(chosen, self.checkpoint_dir / CHOSEN_CKPT, self._metadata(pl_module, alpha))
         # The summary is written last: its presence marks a finished sweep.
         write_summary(summary, self.output_dir)
+
+
+def _only_head_differs(theta_0: dict[str, torch.Tensor], theta_1: dict[str, torch.Tensor]) -> bool:
+    return all(key.startswith("head.") or torch.equal(t0, theta_1[key]) for key, t0 in theta_0.items())
+
+
+def _logit_counts(datamodule: FeatureDataModule, eval_sets: list[EvalSet], head: torch.nn.Module,
+                  theta_0: dict[str, torch.Tensor], theta_1: dict[str, torch.Tensor], grid: list[float],
+                  shard: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """``(correct, total)`` counts of the LC sweep: two head evaluations per set, whatever the grid."""
+    heads = [{k.removeprefix("head."): v.to(device) for k, v in theta.items() if k.startswith("head.")}
+             for theta in (theta_0, theta_1)]
+    rank, world_size = shard
+    counts = torch.zeros(len(grid), len(eval_sets), 2, dtype=torch.long)
+    with torch.no_grad():
+        for j, eval_set in enumerate(eval_sets):
+            stored = datamodule.features[eval_set.name]
+            features = stored.features[rank::world_size].to(device)
+            logits_0, logits_1 = (functional_call(head, weights, (features,)) for weights in heads)
+            counts[:, j] = logit_sweep_counts(logits_0, logits_1, stored.labels[rank::world_size], grid,
+                                              eval_set.dataset.projection)
+    return counts
 
 
 def log_sweep(loggers: Sequence[Logger], rows: Sequence[Row], summary: dict[str, Any],

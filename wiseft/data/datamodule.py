@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from wiseft.config import DataConfig, DatasetSpec
 from wiseft.data.datasets import LabeledImageDataset
 from wiseft.data.registry import build_dataset, get_kind
 from wiseft.data.resumable import ResumableLoader
 from wiseft.data.verify import verify_samples
+from wiseft.distributed import UnpaddedDistributedSampler
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ class WiSEFTDataModule(L.LightningDataModule):
                 kind.projection(spec, classnames)
             except Exception as err:
                 raise type(err)(f"{where}: {err}") from err
+        self._scan()
+        self.classnames = classnames
+        return classnames
+
+    def _scan(self) -> None:
+        """List (and with ``verify_images`` on, decode) every dataset's samples."""
         self._samples, self.skipped = {}, []
         for where, spec in self._specs():
             try:
@@ -101,8 +108,6 @@ class WiSEFTDataModule(L.LightningDataModule):
                 raise type(err)(f"{where}: {err}") from err
             self._samples[where], bad = verify_samples(samples, self.config.verify_images, where)
             self.skipped += bad
-        self.classnames = classnames
-        return classnames
 
     def set_transforms(self, train_transform: Callable, eval_transform: Callable) -> None:
         """Set the model's preprocessing (known only once the model is built)."""
@@ -114,6 +119,8 @@ class WiSEFTDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         classnames = self.classnames or self.check()
+        if not self._samples:  # class names handed over from another DataModule (see FeatureDataModule)
+            self._scan()
         ref = self.config.reference
         train_samples = self._samples["data.reference.train"]
         val_samples = None
@@ -148,20 +155,29 @@ class WiSEFTDataModule(L.LightningDataModule):
             self.setup()
         return list(self._eval_sets)
 
-    def _loader(self, dataset: LabeledImageDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, shard: tuple[int, int] | None = None) -> DataLoader:
         batch_size = self.config.batch_size if shuffle else (self.config.eval_batch_size or self.config.batch_size)
+        # Under several processes an evaluation set is split into disjoint unpadded shards (never Lightning's
+        # padded DistributedSampler, which repeats samples and skews accuracy).
+        sampler = UnpaddedDistributedSampler(dataset, shard[1], shard[0]) if shard and shard[1] > 1 else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.config.num_workers,
             persistent_workers=self.config.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
-    def eval_loader(self, eval_set: EvalSet) -> DataLoader:
-        """Ordered, unpadded loader over one evaluation set."""
-        return self._loader(eval_set.dataset, shuffle=False)
+    def _shard(self) -> tuple[int, int] | None:
+        """``(rank, world_size)`` of this process when attached to a trainer."""
+        trainer = self.trainer
+        return None if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def eval_loader(self, eval_set: EvalSet, shard: tuple[int, int] | None = None) -> DataLoader:
+        """Ordered, unpadded loader over one evaluation set, or over shard ``(rank, world_size)`` of it."""
+        return self._loader(eval_set.dataset, shuffle=False, shard=shard)
 
     def _train_progress(self) -> tuple[int, int]:
         """``(epoch, batches trained in it)`` of the attached trainer, for the loader's checkpointed state."""
@@ -175,12 +191,17 @@ class WiSEFTDataModule(L.LightningDataModule):
         """The epoch the trainer is about to iterate (the value Lightning passes to ``set_epoch``)."""
         return 0 if self.trainer is None else self.trainer.fit_loop.epoch_progress.current.processed
 
+    def _train_loader(self, dataset: Dataset, sample_seeds: bool = True) -> ResumableLoader:
+        """Shuffled training batches, seeded per epoch (and per sample), sharded over processes, resumable."""
+        rank, world_size = self._shard() or (0, 1)
+        return ResumableLoader(dataset, self.config.batch_size, self.seed, self._train_progress, self._train_epoch,
+                               num_replicas=world_size, rank=rank, sample_seeds=sample_seeds,
+                               num_workers=self.config.num_workers, persistent_workers=self.config.num_workers > 0)
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training batches; order and augmentation are seeded per epoch and resume exactly."""
         self.setup()
-        return ResumableLoader(self.train_set, self.config.batch_size, self.seed, self._train_progress,
-                               self._train_epoch, num_workers=self.config.num_workers,
-                               persistent_workers=self.config.num_workers > 0)
+        return self._train_loader(self.train_set)
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.eval_sets[0])
+        return self.eval_loader(self.eval_sets[0], self._shard())

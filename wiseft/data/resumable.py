@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 _MASK64 = (1 << 64) - 1
 
@@ -37,46 +37,57 @@ def mix_seed(*values: int) -> int:
     return state >> 1
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Shuffles with a permutation seeded by ``(seed, epoch)`` and yields ``(index, sample_seed)`` pairs.
+class EpochSampler(DistributedSampler):
+    """Shuffles with a permutation seeded by ``(seed, epoch)``, takes this process's shard, and yields
+    ``(index, sample_seed)`` pairs (plain indices with ``sample_seeds=False``).
 
-    The epoch is read from ``epoch_fn`` when an epoch's iteration starts (Lightning creates the first iterator of
-    a resumed run before it calls ``set_epoch``, so a ``set_epoch`` protocol would shuffle that epoch wrongly).
+    Under several processes the permutation is padded to a multiple of their number (as
+    :class:`~torch.utils.data.DistributedSampler` does for training: every process must see as many batches) and
+    process ``rank`` takes positions ``rank::num_replicas``. It subclasses ``DistributedSampler`` so that Lightning
+    keeps it instead of injecting its own.
+
+    The epoch is read from ``epoch_fn`` when an epoch's iteration starts: Lightning creates the first iterator of
+    a resumed run before it calls ``set_epoch``, so ``set_epoch`` would shuffle that epoch wrongly.
     """
 
-    def __init__(self, num_samples: int, seed: int, epoch_fn: Callable[[], int]) -> None:
+    def __init__(self, num_samples: int, seed: int, epoch_fn: Callable[[], int], num_replicas: int = 1,
+                 rank: int = 0, sample_seeds: bool = True) -> None:
         """Args:
         num_samples: Dataset length.
         seed: Run seed.
         epoch_fn: Returns the epoch about to be iterated.
+        num_replicas: Number of processes.
+        rank: This process's global rank.
+        sample_seeds: Yield ``(index, seed)`` pairs for :class:`SeededSamples` rather than plain indices.
         """
-        self.num_samples = num_samples
-        self.seed = seed
+        super().__init__(range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=False)
+        self.dataset_size = num_samples
         self.epoch_fn = epoch_fn
-        self._resume: tuple[int, int] | None = None  # (epoch, samples to skip)
-
-    def __len__(self) -> int:
-        return self.num_samples
+        self.sample_seeds = sample_seeds
+        self._resume: tuple[int, int] | None = None  # (epoch, samples of this shard to skip)
 
     def order(self, epoch: int) -> list[int]:
-        """The sample order of ``epoch``."""
+        """This process's sample order in ``epoch``."""
         generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-        return torch.randperm(self.num_samples, generator=generator).tolist()
+        indices = torch.randperm(self.dataset_size, generator=generator).tolist()
+        padding = self.total_size - len(indices)
+        indices += (indices * (padding // max(1, len(indices)) + 1))[:padding]
+        return indices[self.rank:self.total_size:self.num_replicas]
 
     def resume_at(self, epoch: int, skip: int) -> None:
         """Make the next iteration be one of ``epoch`` that starts after its first ``skip`` samples."""
         self._resume = (epoch, skip)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[Any]:
         if self._resume is not None:
             # The first iteration after a restore continues the saved position; Lightning creates it before its
             # epoch counter has moved on past an epoch that the checkpoint had finished.
             (epoch, skip), self._resume = self._resume, None
         else:
             epoch, skip = self.epoch_fn(), 0
-        for position, index in enumerate(self.order(epoch)):
-            if position >= skip:
-                yield index, mix_seed(self.seed, epoch, index)
+        for index in self.order(epoch)[skip:]:
+            yield (index, mix_seed(self.seed, epoch, index)) if self.sample_seeds else index
 
 
 class SeededSamples(Dataset):
@@ -122,6 +133,9 @@ class ResumableLoader(DataLoader):
         seed: int,
         progress_fn: Callable[[], tuple[int, int]],
         epoch_fn: Callable[[], int],
+        num_replicas: int = 1,
+        rank: int = 0,
+        sample_seeds: bool = True,
         **kwargs: Any,
     ) -> None:
         """Args:
@@ -130,10 +144,14 @@ class ResumableLoader(DataLoader):
         seed: Run seed.
         progress_fn: ``(epoch, batches done in that epoch)`` of the training loop, read when a checkpoint is saved.
         epoch_fn: The epoch about to be iterated, read when an iteration starts.
+        num_replicas: Number of processes (each gets its shard of every epoch).
+        rank: This process's global rank.
+        sample_seeds: Seed each sample's transform (off for data without random augmentation).
         **kwargs: Passed to :class:`~torch.utils.data.DataLoader` (``num_workers``...).
         """
-        sampler = EpochSampler(len(dataset), seed, epoch_fn)  # type: ignore[arg-type]
-        super().__init__(SeededSamples(dataset), batch_size=batch_size, sampler=sampler, **kwargs)
+        sampler = EpochSampler(len(dataset), seed, epoch_fn, num_replicas, rank, sample_seeds)  # type: ignore[arg-type]
+        super().__init__(SeededSamples(dataset) if sample_seeds else dataset, batch_size=batch_size, sampler=sampler,
+                         **kwargs)
         self.progress_fn = progress_fn
 
     def state_dict(self) -> dict[str, int]:

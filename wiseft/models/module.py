@@ -7,6 +7,7 @@ import math
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from wiseft.checkpoints import check_matches
@@ -42,6 +43,8 @@ class WiSEFTModule(L.LightningModule):
             model.image_encoder.requires_grad_(False)
         self.train_acc = MulticlassAccuracy(num_classes=model.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=model.num_classes, average="micro")
+        # Weighted by batch size and synced as (sum, count): exact under DDP's uneven evaluation shards.
+        self.val_loss = MeanMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -65,7 +68,8 @@ class WiSEFTModule(L.LightningModule):
         images, labels = batch
         logits = self(images)
         self.val_acc(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("val/loss", self.val_loss)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
