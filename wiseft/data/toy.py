@@ -29,8 +29,9 @@ class ToyKind(DatasetKind):
 
     def root(self, spec: DatasetSpec) -> Path:
         domain = spec.options.get("domain")
-        if domain not in world.DOMAINS:
-            raise ConfigError(f"options.domain: unknown toy domain '{domain}' (known: {', '.join(world.DOMAINS)})")
+        domains = ("reference", *world.SHIFT_DOMAINS)
+        if domain not in domains:
+            raise ConfigError(f"options.domain: unknown toy domain '{domain}' (known: {', '.join(domains)})")
         path = self._world(spec) / domain
         if domain == "reference":
             split = spec.options.get("split")
