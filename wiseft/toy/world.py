@@ -1,0 +1,230 @@
+"""The toy world on disk: deterministic generation, caching and the ImageFolder layout.
+
+``ensure_world(root, seed, scale)`` returns ``root/<world_id>/`` with::
+
+    world.json                      manifest (id, seed, scale, counts, class names, templates)
+    reference/{train,val,test}/<class>/*.png
+    v2/<class>/*.png   sketch/...   rendition/...   objectnet/...   hard/...
+    web/images/*.png   web/captions.jsonl     ({"file": "images/000000.png", "caption": "..."} per line)
+
+Class folders are named by ``CLASSNAMES``, which is sorted, so ImageFolder's label ``i`` is ``CLASSNAMES[i]``.
+
+Every image has its own random stream ``(seed, domain, split, index)``, so the bytes do not depend on how work is
+split between processes. The ``world_id`` contains a fingerprint of the generator's source code, so any change to
+the generator or its parameters gets a fresh directory instead of a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wiseft.toy import domains as _domains
+from wiseft.toy.domains import SHIFT_DOMAINS, sampler
+from wiseft.toy.vocab import CLASSNAMES, TEMPLATES
+
+__all__ = ["CLASSNAMES", "SHIFT_DOMAINS", "SPLIT_SIZES", "TEMPLATES", "default_root", "ensure_world", "world_id"]
+
+log = logging.getLogger(__name__)
+
+#: Bump when the on-disk format changes (source changes are caught by the fingerprint anyway).
+GENERATOR_VERSION = 1
+
+#: Images per (domain, split) at ``scale=1``; every count is a multiple of the 10 classes.
+SPLIT_SIZES: dict[tuple[str, str | None], int] = {
+    ("reference", "train"): 6000,
+    ("reference", "val"): 1000,
+    ("reference", "test"): 2000,
+    **{(d, None): 1000 for d in SHIFT_DOMAINS},
+    ("web", None): 30000,
+}
+
+# Stable integer ids for random streams (never reorder; append only).
+_STREAM_IDS = {"web": 1, "reference": 2, "v2": 3, "sketch": 4, "rendition": 5, "objectnet": 6, "hard": 7}
+_SPLIT_IDS = {None: 0, "train": 1, "val": 2, "test": 3}
+# v2 is "a re-sample of the reference process with a different seed": its streams are offset like a new seed.
+_SEED_OFFSETS = {"v2": 1_000_003}
+
+_MIN_PER_CLASS = 2
+_PARALLEL_THRESHOLD = 2000
+_SOURCE_MODULES = ("vocab.py", "shapes.py", "render.py", "styles.py", "domains.py", "world.py")
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256(f"v{GENERATOR_VERSION}".encode())
+    here = Path(_domains.__file__).parent
+    for name in _SOURCE_MODULES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:10]
+
+
+def default_root() -> Path:
+    """Default cache directory of toy worlds: ``$WISEFT_TOY_ROOT``, else ``~/.cache/wiseft/toy``."""
+    return Path(os.environ.get("WISEFT_TOY_ROOT", "~/.cache/wiseft/toy")).expanduser()
+
+
+def world_id(seed: int = 0, scale: float = 1.0) -> str:
+    """Directory name of a world: generator version, seed, scale and a fingerprint of the generator source.
+
+    Args:
+        seed: World seed.
+        scale: Multiplier of all image counts.
+
+    Returns:
+        For example ``toyworld-v1-s0-x1-3f2a9c01de``.
+    """
+    return f"toyworld-v{GENERATOR_VERSION}-s{seed}-x{scale:g}-{_fingerprint()}"
+
+
+def split_counts(scale: float) -> dict[tuple[str, str | None], int]:
+    """Images per (domain, split) at a scale: rounded to whole classes, at least ``_MIN_PER_CLASS`` per class."""
+    n = len(CLASSNAMES)
+    return {k: n * max(_MIN_PER_CLASS, round(v * scale / n)) for k, v in SPLIT_SIZES.items()}
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    out: str
+    seed: int
+    domain: str
+    split: str | None
+    start: int
+    stop: int
+
+
+def _rel_dir(domain: str, split: str | None) -> Path:
+    return Path(domain) / split if split else Path(domain)
+
+
+def _image_rng(seed: int, domain: str, split: str | None, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed + _SEED_OFFSETS.get(domain, 0), _STREAM_IDS[domain], _SPLIT_IDS[split], index])
+
+
+def _render_chunk(chunk: _Chunk) -> list[tuple[int, str]]:
+    """Render and save one chunk of images; returns ``(index, caption)`` for captioned (web) images."""
+    sample = sampler(chunk.domain)
+    base = Path(chunk.out) / _rel_dir(chunk.domain, chunk.split)
+    captions = []
+    for i in range(chunk.start, chunk.stop):
+        label = i % len(CLASSNAMES)
+        img, caption = sample(_image_rng(chunk.seed, chunk.domain, chunk.split, i), label)
+        if caption is None:
+            path = base / CLASSNAMES[label] / f"{i:06d}.png"
+        else:
+            path = base / "images" / f"{i:06d}.png"
+            captions.append((i, caption))
+        Image.fromarray(img).save(path, format="PNG", compress_level=6)
+    return captions
+
+
+def _chunks(out: Path, seed: int, counts: dict[tuple[str, str | None], int], size: int = 500) -> Iterator[_Chunk]:
+    for (domain, split), n in counts.items():
+        for start in range(0, n, size):
+            yield _Chunk(str(out), seed, domain, split, start, min(n, start + size))
+
+
+def _make_dirs(out: Path, counts: dict[tuple[str, str | None], int]) -> None:
+    for domain, split in counts:
+        base = out / _rel_dir(domain, split)
+        if domain == "web":
+            (base / "images").mkdir(parents=True)
+        else:
+            for name in CLASSNAMES:
+                (base / name).mkdir(parents=True)
+
+
+def generate_world(out: str | Path, seed: int = 0, scale: float = 1.0, workers: int | None = None) -> Path:
+    """Generate a world into a new directory (no caching, not atomic; see :func:`ensure_world`).
+
+    Args:
+        out: Directory to create; must not exist.
+        seed: World seed.
+        scale: Multiplier of all image counts.
+        workers: Processes to use; default up to 8 CPU cores, and 1 for small worlds.
+
+    Returns:
+        ``out``.
+    """
+    out = Path(out)
+    counts = split_counts(scale)
+    out.mkdir(parents=True)
+    _make_dirs(out, counts)
+    chunks = list(_chunks(out, seed, counts))
+    total = sum(counts.values())
+    if workers is None:
+        workers = 1 if total < _PARALLEL_THRESHOLD else min(8, os.cpu_count() or 1)
+    start = time.perf_counter()
+    if workers > 1:
+        # fork: no re-import of __main__ (a training script without a main guard would re-run). The children only
+        # use numpy and PIL, so forking a process that already runs torch threads is harmless here.
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(workers) as pool:
+            results = pool.map(_render_chunk, chunks, chunksize=1)
+    else:
+        results = [_render_chunk(c) for c in chunks]
+    captions = sorted(c for r in results for c in r)
+    with open(out / "web" / "captions.jsonl", "w", encoding="utf-8") as f:
+        for i, caption in captions:
+            f.write(json.dumps({"file": f"images/{i:06d}.png", "caption": caption}) + "\n")
+    manifest = {
+        "world_id": world_id(seed, scale),
+        "seed": seed,
+        "scale": scale,
+        "generator_version": GENERATOR_VERSION,
+        "classnames": list(CLASSNAMES),
+        "templates": list(TEMPLATES),
+        "counts": {"/".join(filter(None, k)): v for k, v in counts.items()},
+    }
+    (out / "world.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    log.info(
+        "generated %d toy-world images in %.1fs (%d workers) at %s", total, time.perf_counter() - start, workers, out
+    )
+    return out
+
+
+def ensure_world(root: str | Path, seed: int = 0, scale: float = 1.0, workers: int | None = None) -> Path:
+    """Return the world directory ``root/<world_id>/``, generating it first if it is not there.
+
+    Generation writes into a private temporary directory inside ``root`` and renames it into place, so a world
+    directory is either complete or absent; when two processes race, the loser discards its copy and uses the
+    winner's.
+
+    Args:
+        root: Cache directory for worlds.
+        seed: World seed (same seed, same bytes).
+        scale: Multiplier of all image counts (for example 0.02 in tests).
+        workers: Generation processes (see :func:`generate_world`).
+
+    Returns:
+        Path of the world directory.
+    """
+    root = Path(root).expanduser()
+    final = root / world_id(seed, scale)
+    if (final / "world.json").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    try:
+        generate_world(tmp / "world", seed, scale, workers)
+        try:
+            os.rename(tmp / "world", final)
+        except OSError:
+            # Someone else finished first (the target exists and is not empty): theirs is identical, use it.
+            if not (final / "world.json").is_file():
+                raise
+            log.info("toy world %s was generated concurrently; using the existing copy", final.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
