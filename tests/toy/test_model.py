@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from wiseft.toy.domains import SHIFT_DOMAINS
+from wiseft.toy.domains import SHIFT_DOMAINS, WEB
 from wiseft.toy.model import (
     CONFIG_PATH,
     MODEL_NAME,
@@ -60,18 +61,41 @@ def test_zero_shot_head_matches_real_clip_recipe(model: torch.nn.Module) -> None
     head = open_clip.build_zero_shot_classifier(model, tokenizer, CLASSNAMES, TEMPLATES)
     assert head.shape == (model.text_projection.shape[1], len(CLASSNAMES))
     assert torch.allclose(head.norm(dim=0), torch.ones(len(CLASSNAMES)), atol=1e-5)
-    # The class embeddings must be distinct directions (a collapsed text tower would make them all equal).
+    # Distinct directions, except that web captions mix up the confusable pairs on purpose, which pulls each pair's
+    # prompts close together (that confusion is what fine-tuning on clean labels fixes).
     sims = head.T @ head
-    assert (sims - torch.eye(len(CLASSNAMES))).max() < 0.95
+    pairs = {frozenset(p) for p in WEB.confusable}
+    for i, a in enumerate(CLASSNAMES):
+        for j, b in enumerate(CLASSNAMES[:i]):
+            assert sims[i, j] < (0.9995 if frozenset((a, b)) in pairs else 0.9), (a, b, float(sims[i, j]))
     logits = model.logit_scale.exp() * F.normalize(model.visual(torch.zeros(1, 3, 32, 32)), dim=-1) @ head
     assert logits.shape == (1, len(CLASSNAMES))
 
 
 def test_zero_shot_beats_chance_on_every_kind_of_domain(model: torch.nn.Module, tiny_world: Path) -> None:
-    accs = zero_shot_accuracies(model, eval_sets(tiny_world))
-    chance = 100 / len(CLASSNAMES)
-    mean = sum(accs.values()) / len(accs)
-    assert mean > 3 * chance, accs
-    # Per set the tiny world has only 20-40 images, so the per-domain bar is loose.
-    assert all(acc > chance for acc in accs.values()), accs
+    sets = eval_sets(tiny_world)
+    accs = zero_shot_accuracies(model, sets)
     assert set(accs) == {"reference/val", "reference/test", *SHIFT_DOMAINS}
+    chance = 100 / len(CLASSNAMES)
+    # The tiny world has only 20-40 images per set, so the bars are on pooled sets (full-scale numbers are in the
+    # report: every domain is above 30%).
+    sizes = {k: len(y) for k, (_, y) in sets.items()}
+    pooled = lambda keys: sum(accs[k] * sizes[k] for k in keys) / sum(sizes[k] for k in keys)  # noqa: E731
+    assert pooled(["reference/val", "reference/test"]) > 3 * chance, accs
+    assert pooled(SHIFT_DOMAINS) > 3 * chance, accs
+    assert pooled(["sketch", "rendition"]) > 4 * chance, accs
+
+
+def test_fast_input_path_matches_open_clip_eval_transform(tiny_world: Path) -> None:
+    from PIL import Image
+
+    from wiseft.toy.model import normalisation, to_input
+
+    register_toy_config()
+    model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME)
+    mean, std = normalisation(model)
+    path = next((tiny_world / "sketch" / "heart").glob("*.png"))
+    with Image.open(path) as img:
+        expected = preprocess(img)
+        fast = to_input(torch.from_numpy(np.array(img.convert("RGB")))[None], mean, std)[0]
+    assert torch.allclose(fast, expected, atol=1e-6)

@@ -38,15 +38,15 @@ def test_saved_fp16_weights_load_back_into_fp32_model(tmp_path: Path) -> None:
         assert b.dtype == a.dtype, name
         if a.is_floating_point():
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left behind
 
 
 @pytest.mark.slow
 def test_short_pretraining_from_scratch_beats_chance(tmp_path: Path) -> None:
     # A reduced rebuild: a small web corpus and a few hundred steps. Sketches and cartoons are learned first (the
     # photo-like domains take the full schedule), so the bar is on their mean: at least twice chance (10 classes).
-    # Measured on this seed and thread count: 23.0 and 26.0.
-    cfg = PretrainConfig(world_scale=0.1, warmup=50, threads=2)
+    # Measured on this seed with one thread: sketch 27.0, rendition 24.0 (the full 2500-step schedule: 62 and 61).
+    cfg = PretrainConfig(world_scale=0.1, warmup=50, threads=1)
     accs = pretrain(
         tmp_path / "toy.safetensors", seed=0, steps=600, world_root=tmp_path / "worlds", config=cfg, log_every=0
     )

@@ -75,8 +75,8 @@ def test_reference_background_goes_with_the_class_and_shifts_break_it() -> None:
     def match_rate(domain: str) -> float:
         return float(np.mean([_border_hue_class(img) == y for img, y in _samples(domain)]))
 
-    assert match_rate("reference") > 0.65
-    assert match_rate("v2") > 0.6
+    assert match_rate("reference") > 0.45  # shortcut 0.6 (chance 0.1)
+    assert match_rate("v2") > 0.4
     assert match_rate("objectnet") < 0.3
     assert match_rate("hard") < 0.1  # misleading: another class's background
 
@@ -157,3 +157,11 @@ def test_concurrent_generation_is_safe(tmp_path: Path) -> None:
     paths = {queue.get(timeout=5) for _ in procs}
     assert len(paths) == 1
     assert [p.name for p in tmp_path.iterdir()] == [Path(paths.pop()).name]
+
+
+def test_fingerprint_ignores_docstrings_and_comments_but_not_code() -> None:
+    from wiseft.toy.world import _code_digest
+
+    base = _code_digest("x = 1\ndef f():\n    return 2\n")
+    assert _code_digest('"""Module."""\nx = 1  # one\n\n\ndef f():\n    """Doc."""\n    return 2\n') == base
+    assert _code_digest("x = 1\ndef f():\n    return 3\n") != base

@@ -53,7 +53,7 @@ class FinetuneConfig:
         label_smoothing: Cross-entropy label smoothing.
     """
 
-    lr: float = 1e-4
+    lr: float = 5e-4
     epochs: int = 5
     batch_size: int = 128
     weight_decay: float = 0.1
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     parser.add_argument("--world-root", default=None)
     parser.add_argument("--world-seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see PretrainConfig.threads)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("wiseft").setLevel(logging.INFO)

@@ -4,13 +4,18 @@ Modelled on the WiSE-FT paper's setting:
 
 * ``web``: image-caption pairs over many styles (the "internet" CLIP is pretrained on). Backgrounds are random, so
   the zero-shot model has no reason to use them. Captions mostly name style and shape, sometimes colour or pattern.
+  Like real alt-text they are imperfect: sketches and cartoons of some classes are rare, and four pairs of similar
+  shapes are mixed up in 35% of their captions, so zero-shot confuses them. Fine-tuning on clean labels fixes that
+  confusion, an improvement that transfers to every domain; that is what lets the interpolated model beat both ends.
 * ``reference`` (ImageNet): hard photo-like images (small, low-contrast, rotated, cluttered objects) whose background
-  hue goes with the class most of the time, a contextual shortcut that fine-tuning picks up and zero-shot ignores.
-* ``v2`` (ImageNetV2): a re-sample of the reference process with a different seed and slightly harder parameters.
+  hue goes with the class 60% of the time, a contextual shortcut that fine-tuning picks up and zero-shot ignores.
+* ``v2`` (ImageNetV2): a re-sample of the reference process with a different seed, slightly smaller and
+  lower-contrast objects and a slightly weaker shortcut.
 * ``sketch`` (ImageNet-Sketch): wobbly, broken, sometimes hatched pencil outlines on paper.
 * ``rendition`` (ImageNet-R): cartoons with faces, cel shading and patterned backgrounds.
 * ``objectnet`` (ObjectNet): odd poses (stretched, sheared, cut off by the frame), random backgrounds, clutter.
-* ``hard`` (ImageNet-A): small, low-contrast, occluded objects on a background that belongs to another class.
+* ``hard`` (ImageNet-A): small, low-contrast objects among more clutter, half of them crossed by an occluding bar, on
+  a background that belongs to another class (the shortcut misleads).
 """
 
 from __future__ import annotations
@@ -77,11 +82,7 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _photo_caption(rng: np.random.Generator, cls: str, meta: Meta, background_rate: float = 0.0) -> str:
-    if meta.background is not None and rng.random() < background_rate:
-        return _pick(rng, ("a photo of a {c} on a {b} background", "a {c} on a {b} background")).format(
-            c=cls, b=meta.background
-        )
+def _photo_caption(rng: np.random.Generator, cls: str, meta: Meta) -> str:
     if meta.pattern is not None and rng.random() < 0.5:
         return _pick(rng, ("a photo of a {p} {c}", "a {p} {c}")).format(p=meta.pattern, c=cls)
     if meta.colour is not None and rng.random() < 0.12:
@@ -111,10 +112,6 @@ class WebCorpus:
         confusable: Pairs of similar shapes that web captions mix up (noisy alt-text), so that the zero-shot model
             confuses them and fine-tuning on clean labels has something to fix that transfers to every domain.
         confusion_rate: Probability that a caption of a class in ``confusable`` names its partner instead.
-        background_caption_rate: Probability that a photo caption names a clearly coloured background. The
-            pretrained features then encode background colour although class prompts never use it, like the
-            context that real CLIP features carry, and fine-tuning can pick up a contextual shortcut by re-weighting
-            existing features.
     """
 
     photo: PhotoStyle
@@ -128,7 +125,6 @@ class WebCorpus:
     rare_factor: float = 1.0
     confusable: tuple[tuple[str, str], ...] = ()
     confusion_rate: float = 0.0
-    background_caption_rate: float = 0.0
 
     def sample(self, rng: np.random.Generator, label: int) -> Sample:
         """Render one image of class ``label`` with its caption."""
@@ -140,14 +136,12 @@ class WebCorpus:
         kind = int(rng.choice(len(p), p=p))
         if kind == 0:
             img, meta = self.photo.render(rng, cls)
-            caption = _photo_caption(rng, cls, meta, self.background_caption_rate)
+            caption = _photo_caption(rng, cls, meta)
         elif kind == 1:
             blurry = rng.random() < 0.4
             style = self.small_photo if not blurry else _with_blur(self.small_photo)
             img, meta = style.render(rng, cls)
-            caption = (
-                f"a blurry photo of a {cls}" if blurry else _photo_caption(rng, cls, meta, self.background_caption_rate)
-            )
+            caption = f"a blurry photo of a {cls}" if blurry else _photo_caption(rng, cls, meta)
         elif kind == 2:
             img, meta = self.clutter.render(rng, cls)
             caption = _pick(
@@ -206,16 +200,15 @@ WEB = WebCorpus(
     rare_sketch=("heart", "hexagon", "ring", "triangle"),
     rare_cartoon=("arrow", "cross", "diamond", "star"),
     rare_factor=0.2,
-    confusable=(("circle", "hexagon"), ("diamond", "square"), ("cross", "star")),
+    confusable=(("circle", "hexagon"), ("diamond", "square"), ("cross", "star"), ("arrow", "triangle")),
     confusion_rate=0.35,
-    background_caption_rate=0.3,
 )
 
 #: Domain name -> image sampler. ``reference`` is split into train/val/test with disjoint random streams.
 DOMAINS: dict[str, ShortcutPhotos | Uncaptioned | WebCorpus] = {
     "web": WEB,
-    "reference": ShortcutPhotos(REFERENCE_STYLE, shortcut=0.8),
-    "v2": ShortcutPhotos(replace(REFERENCE_STYLE, radius=(5.0, 8.5), contrast=(0.27, 0.65)), shortcut=0.75),
+    "reference": ShortcutPhotos(REFERENCE_STYLE, shortcut=0.6),
+    "v2": ShortcutPhotos(replace(REFERENCE_STYLE, radius=(5.0, 8.5), contrast=(0.27, 0.65)), shortcut=0.55),
     "sketch": Uncaptioned(
         SketchStyle(
             radius=(6.0, 11.0),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from wiseft.toy.render import (
     CANVAS,
@@ -38,19 +39,11 @@ class Meta:
         colour: Named colour of the object's fill (``None`` if the style has no meaningful fill colour).
         pattern: Named fill pattern, if any.
         small: Whether the object is small in the frame.
-        background: Named colour of a clearly coloured background (``None`` for greyish or dark ones).
     """
 
     colour: str | None = None
     pattern: str | None = None
     small: bool = False
-    background: str | None = None
-
-
-def hue_name(hue: float) -> str:
-    """The chromatic colour name whose hue is closest to ``hue``."""
-    named = [(n, h) for n, h in COLOURS.items() if h is not None]
-    return min(named, key=lambda nh: abs((nh[1] - hue + 0.5) % 1.0 - 0.5))[0]
 
 
 def named_colour(rng: np.random.Generator, name: str) -> np.ndarray:
@@ -150,8 +143,7 @@ class PhotoStyle:
             The ``uint8`` image and what was drawn.
         """
         hue = rng.uniform() if bg_hue is None else bg_hue
-        bg_sat, bg_val = rng.uniform(*self.bg_saturation), rng.uniform(*self.bg_value)
-        bg_col = hsv(hue, bg_sat, bg_val)
+        bg_col = hsv(hue, rng.uniform(*self.bg_saturation), rng.uniform(*self.bg_value))
         img = background(rng, bg_col, gradient=rng.uniform(0, 0.25), texture=rng.uniform(*self.texture))
 
         pose = _pose(
@@ -180,8 +172,7 @@ class PhotoStyle:
 
         blur = rng.uniform(*self.blur) if rng.random() < self.blur_prob else 0.0
         out = finish(rng, img, blur=blur, noise=rng.uniform(*self.noise))
-        bg_name = hue_name(hue) if bg_sat >= 0.3 and bg_val >= 0.35 else None
-        return out, Meta(colour=colour, pattern=pattern, small=pose.radius < 7 * SUPERSAMPLE, background=bg_name)
+        return out, Meta(colour=colour, pattern=pattern, small=pose.radius < 7 * SUPERSAMPLE)
 
 
 def _contrasted(rng: np.random.Generator, colour: np.ndarray, bg: np.ndarray, contrast: Range) -> np.ndarray:
@@ -200,8 +191,6 @@ def _contrasted(rng: np.random.Generator, colour: np.ndarray, bg: np.ndarray, co
 
 def _occluder(rng: np.random.Generator, pose: Pose) -> np.ndarray:
     """A bar crossing the object (partial occlusion)."""
-    from PIL import Image, ImageDraw
-
     img = Image.new("L", (CANVAS, CANVAS), 0)
     a = rng.uniform(0, np.pi)
     offset = rng.uniform(-0.5, 0.5) * pose.radius
@@ -334,8 +323,6 @@ class CartoonStyle:
 
 def _face(rng: np.random.Generator, img: np.ndarray, pose: Pose) -> np.ndarray:
     """Two cartoon eyes near the shape's centre."""
-    from PIL import Image, ImageDraw
-
     white = Image.new("L", (CANVAS, CANVAS), 0)
     black = Image.new("L", (CANVAS, CANVAS), 0)
     dw, db = ImageDraw.Draw(white), ImageDraw.Draw(black)

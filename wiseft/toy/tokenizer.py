@@ -78,6 +78,10 @@ def merges_text(words: list[str] | None = None) -> str:
 def write_bpe(path: str | Path = BPE_PATH) -> Path:
     """Write the gzipped merges file atomically and byte-reproducibly (gzip ``mtime=0``).
 
+    Regenerate the shipped file after changing ``wiseft.toy.vocab`` with
+    ``python -c "from wiseft.toy.tokenizer import write_bpe; write_bpe()"``, then set ``text_cfg.vocab_size`` in
+    ``toy-clip.json`` to :func:`vocab_size` and re-run pretraining.
+
     Args:
         path: Destination ``.txt.gz``.
 
@@ -87,7 +91,12 @@ def write_bpe(path: str | Path = BPE_PATH) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = gzip.compress(merges_text().encode("utf-8"), mtime=0)
-    atomic_write(path, lambda tmp: Path.write_bytes(tmp, data))
+
+    def write(tmp: Path) -> None:
+        Path.write_bytes(tmp, data)  # tmp as an argument: what the atomic-write audit in tests/test_faults.py checks
+        tmp.chmod(0o644)  # temporary files are created 0600; the merges file is a shareable asset
+
+    atomic_write(path, write)
     return path
 
 
@@ -103,7 +112,3 @@ def toy_tokenizer_kwargs() -> dict[str, str]:
         ``{"bpe_path": <absolute path of wiseft/assets/toy_bpe.txt.gz>}``.
     """
     return {"bpe_path": str(BPE_PATH)}
-
-
-if __name__ == "__main__":
-    print(f"wrote {write_bpe()} (vocab_size={vocab_size()})")

@@ -10,12 +10,14 @@
 Class folders are named by ``CLASSNAMES``, which is sorted, so ImageFolder's label ``i`` is ``CLASSNAMES[i]``.
 
 Every image has its own random stream ``(seed, domain, split, index)``, so the bytes do not depend on how work is
-split between processes. The ``world_id`` contains a fingerprint of the generator's source code, so any change to
-the generator or its parameters gets a fresh directory instead of a stale cache.
+split between processes. The ``world_id`` contains a fingerprint of the generator's code (its syntax trees, so
+comments, docstrings and formatting do not count), so any change to the generator or its parameters gets a fresh
+directory instead of a stale cache.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -26,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +65,29 @@ _PARALLEL_THRESHOLD = 2000
 _SOURCE_MODULES = ("vocab.py", "shapes.py", "render.py", "styles.py", "domains.py", "world.py")
 
 
+def _code_digest(source: str) -> str:
+    """The syntax tree of a module without docstrings: code changes count, comments/docstrings/formatting do not."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+@cache
 def _fingerprint() -> str:
+    # ast.dump can differ between Python versions; that only costs a regeneration of identical images.
     h = hashlib.sha256(f"v{GENERATOR_VERSION}".encode())
     here = Path(_domains.__file__).parent
     for name in _SOURCE_MODULES:
-        h.update((here / name).read_bytes())
+        h.update(_code_digest((here / name).read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:10]
 
 
@@ -76,7 +97,7 @@ def default_root() -> Path:
 
 
 def world_id(seed: int = 0, scale: float = 1.0) -> str:
-    """Directory name of a world: generator version, seed, scale and a fingerprint of the generator source.
+    """Directory name of a world: generator version, seed, scale and a fingerprint of the generator code.
 
     Args:
         seed: World seed.
