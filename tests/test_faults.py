@@ -215,6 +215,13 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert files_under(tmp_path) == [path]
 
 
+def test_atomic_write_gives_the_mode_a_plain_write_would(tmp_path):
+    (tmp_path / "plain.txt").write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("atomic.txt") == mode("plain.txt")  # not the 0600 of a temporary file
+
+
 def test_lightning_checkpoint_write_is_atomic(tmp_path):
     from wiseft.checkpoint_io import SafeCheckpointIO
 

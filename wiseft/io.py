@@ -8,6 +8,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# The process umask, read once (reading it means setting it): temporary files are created 0600, and the final file
+# should get the mode a plain ``open(path, "w")`` would have given it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def _fsync(path: Path) -> None:
     # Without it a machine crash after the rename can leave an empty file under the final name.
@@ -29,6 +34,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        tmp_path.chmod(0o666 & ~_UMASK)
         _fsync(tmp_path)
         os.replace(tmp_path, path)
     finally:
