@@ -14,7 +14,7 @@ from PIL import Image
 
 from wiseft.toy.domains import CLASS_HUES, SHIFT_DOMAINS, sampler
 from wiseft.toy.vocab import CLASSNAMES, TEMPLATES
-from wiseft.toy.world import ensure_world, generate_world, split_counts, world_id
+from wiseft.toy.world import LABELLED_DOMAINS, ensure_world, generate_world, split_counts, world_id
 
 EVAL_DIRS = ["reference/train", "reference/val", "reference/test", *SHIFT_DOMAINS]
 
@@ -131,7 +131,23 @@ def test_ensure_world_is_idempotent(tiny_world: Path, tiny_scale: float) -> None
     again = ensure_world(tiny_world.parent, seed=0, scale=tiny_scale)
     assert again == tiny_world
     assert (tiny_world / "world.json").stat().st_mtime_ns == stamp
-    assert not [p for p in tiny_world.parent.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in (*tiny_world.parent.iterdir(), *tiny_world.iterdir()) if p.name.startswith(".tmp-")]
+
+
+def test_domains_are_generated_on_demand_with_the_same_bytes(tmp_path: Path) -> None:
+    world = ensure_world(tmp_path / "lazy", seed=0, scale=0.01, domains=LABELLED_DOMAINS)
+    assert sorted(p.name for p in world.iterdir()) == sorted([*LABELLED_DOMAINS, "world.json"])
+    stamp = (world / "sketch").stat().st_mtime_ns
+    assert ensure_world(tmp_path / "lazy", seed=0, scale=0.01, domains=("web",)) == world
+    assert (world / "sketch").stat().st_mtime_ns == stamp  # present domains are not regenerated
+    full = generate_world(tmp_path / "full", seed=0, scale=0.01)
+    assert _digest(world) == _digest(full)
+
+
+def test_unknown_domain_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'skech'"):
+        ensure_world(tmp_path, seed=0, scale=0.01, domains=("skech",))
+    assert not list(tmp_path.iterdir())
 
 
 def test_world_id_encodes_seed_scale_and_version() -> None:
@@ -165,3 +181,21 @@ def test_fingerprint_ignores_docstrings_and_comments_but_not_code() -> None:
     base = _code_digest("x = 1\ndef f():\n    return 2\n")
     assert _code_digest('"""Module."""\nx = 1  # one\n\n\ndef f():\n    """Doc."""\n    return 2\n') == base
     assert _code_digest("x = 1\ndef f():\n    return 3\n") != base
+
+
+def test_gallery_shows_the_worlds_own_images(tiny_world: Path, tmp_path: Path) -> None:
+    from wiseft.toy.gallery import ROWS, domain_images, draw_gallery
+
+    grid = domain_images(seed=0)
+    for (domain, split, _), row in zip(ROWS, grid, strict=True):
+        for label, img in enumerate(row):
+            folder = tiny_world / _rel(domain, split) / ("images" if domain == "web" else CLASSNAMES[label])
+            path = folder / f"{label:06d}.png"
+            assert np.array_equal(np.asarray(Image.open(path)), img), path
+    out = draw_gallery(tmp_path / "grid.png")
+    with Image.open(out) as png:
+        assert png.width > 800 and png.height > 500
+
+
+def _rel(domain: str, split: str | None) -> Path:
+    return Path(domain) / split if split else Path(domain)

@@ -21,17 +21,18 @@ class ToyKind(DatasetKind):
     """
 
     def _world(self, spec: DatasetSpec) -> Path:
+        # All labelled domains at once (one process pool); the web corpus is only for pretraining.
         return world.ensure_world(Path(spec.root).expanduser(), seed=int(spec.options.get("seed", 0)),
-                                  scale=float(spec.options.get("scale", 1.0)))
+                                  scale=float(spec.options.get("scale", 1.0)), domains=world.LABELLED_DOMAINS)
 
     def prepare(self, spec: DatasetSpec) -> None:
         self._world(spec)
 
     def root(self, spec: DatasetSpec) -> Path:
         domain = spec.options.get("domain")
-        domains = ("reference", *world.SHIFT_DOMAINS)
-        if domain not in domains:
-            raise ConfigError(f"options.domain: unknown toy domain '{domain}' (known: {', '.join(domains)})")
+        if domain not in world.LABELLED_DOMAINS:
+            raise ConfigError(f"options.domain: unknown toy domain '{domain}' "
+                              f"(known: {', '.join(world.LABELLED_DOMAINS)})")
         path = self._world(spec) / domain
         if domain == "reference":
             split = spec.options.get("split")

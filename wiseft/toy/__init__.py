@@ -10,9 +10,17 @@ Public entry points:
 
 from wiseft.toy.tokenizer import toy_tokenizer_kwargs
 from wiseft.toy.vocab import CLASSNAMES, TEMPLATES
-from wiseft.toy.world import SHIFT_DOMAINS, ensure_world
+from wiseft.toy.world import LABELLED_DOMAINS, SHIFT_DOMAINS, ensure_world
 
 #: Tokenizer kwargs for the toy model (absolute path of the shipped merges file).
 TOKENIZER_KWARGS = toy_tokenizer_kwargs()
 
-__all__ = ["CLASSNAMES", "SHIFT_DOMAINS", "TEMPLATES", "TOKENIZER_KWARGS", "ensure_world", "toy_tokenizer_kwargs"]
+__all__ = [
+    "CLASSNAMES",
+    "LABELLED_DOMAINS",
+    "SHIFT_DOMAINS",
+    "TEMPLATES",
+    "TOKENIZER_KWARGS",
+    "ensure_world",
+    "toy_tokenizer_kwargs",
+]

@@ -35,7 +35,7 @@ from wiseft.toy.model import (
     to_input,
     zero_shot_weights,
 )
-from wiseft.toy.world import default_root, ensure_world
+from wiseft.toy.world import LABELLED_DOMAINS, default_root, ensure_world
 
 log = logging.getLogger("wiseft.toy.check")  # not __name__: "__main__" under python -m
 
@@ -142,7 +142,7 @@ def run_check(
         ``{seed: {alpha: {set: accuracy}}}``; every set also gets ``shift_avg`` (mean over the shift domains).
     """
     cfg = cfg or FinetuneConfig()
-    world = ensure_world(world_root or default_root(), seed=world_seed)
+    world = ensure_world(world_root or default_root(), seed=world_seed, domains=LABELLED_DOMAINS)
     model = create_toy_model(weights)
     mean, std = normalisation(model)
     _, train_transform, _ = open_clip.create_model_and_transforms("toy-clip")

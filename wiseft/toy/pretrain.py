@@ -38,7 +38,7 @@ from wiseft.toy.model import (
     toy_tokenizer,
     zero_shot_accuracies,
 )
-from wiseft.toy.world import default_root, ensure_world
+from wiseft.toy.world import DOMAINS, default_root, ensure_world
 
 log = logging.getLogger("wiseft.toy.pretrain")  # not __name__: "__main__" under python -m
 
@@ -128,19 +128,14 @@ def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-
-    def write(tmp: Path) -> None:
-        save_file(state, str(tmp), metadata=metadata)
-        tmp.chmod(0o644)  # temporary files are created 0600; the weights are a shareable asset
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     return path
 
 
 def pretrain(
     out_path: str | Path = WEIGHTS_PATH,
     seed: int = 0,
-    steps: int = 2000,
+    steps: int = PretrainConfig.steps,
     *,
     world_root: str | Path | None = None,
     config: PretrainConfig | None = None,
@@ -166,7 +161,9 @@ def pretrain(
     cfg = PretrainConfig(**{**asdict(config or PretrainConfig()), "seed": seed, "steps": steps})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    world = ensure_world(world_root or default_root(), seed=cfg.world_seed, scale=cfg.world_scale)
+    # The labelled domains are only needed to measure zero-shot accuracy.
+    domains = DOMAINS if evaluate or monitor_every > 0 else ("web",)
+    world = ensure_world(world_root or default_root(), seed=cfg.world_seed, scale=cfg.world_scale, domains=domains)
     images, captions = load_web(world)
     tokenizer = toy_tokenizer()
     tokens = tokenizer(captions)
@@ -242,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--world-seed", type=int, default=defaults.world_seed)
     parser.add_argument("--world-scale", type=float, default=defaults.world_scale)
-    parser.add_argument("--world-root", default=None, help="toy world cache (default: %(default)s -> default_root())")
+    parser.add_argument(
+        "--world-root", default=None, help="toy world cache (default: $WISEFT_DATA_DIR/toy or ~/.cache/wiseft/data/toy)"
+    )
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--model", default=defaults.model, help="open_clip model name (default: %(default)s)")
     parser.add_argument("--model-config", default=None, help="extra open_clip model-config JSON to register")

@@ -1,6 +1,7 @@
 """The toy world on disk: deterministic generation, caching and the ImageFolder layout.
 
-``ensure_world(root, seed, scale)`` returns ``root/<world_id>/`` with::
+``ensure_world(root, seed, scale, domains)`` returns ``root/<world_id>/``, where each domain is generated the first
+time it is asked for::
 
     world.json                      manifest (id, seed, scale, counts, class names, templates)
     reference/{train,val,test}/<class>/*.png
@@ -38,7 +39,17 @@ from wiseft.toy import domains as _domains
 from wiseft.toy.domains import SHIFT_DOMAINS, sampler
 from wiseft.toy.vocab import CLASSNAMES, TEMPLATES
 
-__all__ = ["CLASSNAMES", "SHIFT_DOMAINS", "SPLIT_SIZES", "TEMPLATES", "default_root", "ensure_world", "world_id"]
+__all__ = [
+    "CLASSNAMES",
+    "DOMAINS",
+    "LABELLED_DOMAINS",
+    "SHIFT_DOMAINS",
+    "SPLIT_SIZES",
+    "TEMPLATES",
+    "default_root",
+    "ensure_world",
+    "world_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,11 @@ SPLIT_SIZES: dict[tuple[str, str | None], int] = {
     **{(d, None): 1000 for d in SHIFT_DOMAINS},
     ("web", None): 30000,
 }
+
+#: The labelled domains (ImageFolder trees) that fine-tuning and evaluation read.
+LABELLED_DOMAINS: tuple[str, ...] = ("reference", *SHIFT_DOMAINS)
+#: Every domain of a world: the labelled ones and the captioned web corpus that pretraining reads.
+DOMAINS: tuple[str, ...] = (*LABELLED_DOMAINS, "web")
 
 # Stable integer ids for random streams (never reorder; append only).
 _STREAM_IDS = {"web": 1, "reference": 2, "v2": 3, "sketch": 4, "rendition": 5, "objectnet": 6, "hard": 7}
@@ -92,8 +108,11 @@ def _fingerprint() -> str:
 
 
 def default_root() -> Path:
-    """Default cache directory of toy worlds: ``$WISEFT_TOY_ROOT``, else ``~/.cache/wiseft/toy``."""
-    return Path(os.environ.get("WISEFT_TOY_ROOT", "~/.cache/wiseft/toy")).expanduser()
+    """Default cache directory of toy worlds: ``$WISEFT_DATA_DIR/toy``, else ``~/.cache/wiseft/data/toy``.
+
+    The same folder as the training job's ``${paths.data_dir}/toy``, so the tools and the job share one cache.
+    """
+    return Path(os.environ.get("WISEFT_DATA_DIR", "~/.cache/wiseft/data")).expanduser() / "toy"
 
 
 def world_id(seed: int = 0, scale: float = 1.0) -> str:
@@ -166,20 +185,47 @@ def _make_dirs(out: Path, counts: dict[tuple[str, str | None], int]) -> None:
                 (base / name).mkdir(parents=True)
 
 
-def generate_world(out: str | Path, seed: int = 0, scale: float = 1.0, workers: int | None = None) -> Path:
-    """Generate a world into a new directory (no caching, not atomic; see :func:`ensure_world`).
+def _manifest(seed: int, scale: float) -> str:
+    manifest = {
+        "world_id": world_id(seed, scale),
+        "seed": seed,
+        "scale": scale,
+        "generator_version": GENERATOR_VERSION,
+        "classnames": list(CLASSNAMES),
+        "templates": list(TEMPLATES),
+        "counts": {"/".join(filter(None, k)): v for k, v in split_counts(scale).items()},
+    }
+    return json.dumps(manifest, indent=2) + "\n"
+
+
+def _check_domains(domains: tuple[str, ...]) -> None:
+    unknown = [d for d in domains if d not in DOMAINS]
+    if unknown:
+        raise ValueError(f"unknown toy-world domain(s) {unknown}; known: {', '.join(DOMAINS)}")
+
+
+def generate_world(
+    out: str | Path,
+    seed: int = 0,
+    scale: float = 1.0,
+    workers: int | None = None,
+    domains: tuple[str, ...] = DOMAINS,
+) -> Path:
+    """Generate (some domains of) a world into a new directory (no caching, not atomic; see :func:`ensure_world`).
 
     Args:
         out: Directory to create; must not exist.
         seed: World seed.
         scale: Multiplier of all image counts.
         workers: Processes to use; default up to 8 CPU cores, and 1 for small worlds.
+        domains: Domains to render (the images of a domain do not depend on which others are rendered).
 
     Returns:
         ``out``.
     """
+    _check_domains(domains)
     out = Path(out)
-    counts = split_counts(scale)
+    counts = {k: v for k, v in split_counts(scale).items() if k[0] in domains}
     out.mkdir(parents=True)
     _make_dirs(out, counts)
     chunks = list(_chunks(out, seed, counts))
@@ -195,57 +241,65 @@ def generate_world(out: str | Path, seed: int = 0, scale: float = 1.0, workers: 
             results = pool.map(_render_chunk, chunks, chunksize=1)
     else:
         results = [_render_chunk(c) for c in chunks]
-    captions = sorted(c for r in results for c in r)
-    with open(out / "web" / "captions.jsonl", "w", encoding="utf-8") as f:
-        for i, caption in captions:
-            f.write(json.dumps({"file": f"images/{i:06d}.png", "caption": caption}) + "\n")
-    manifest = {
-        "world_id": world_id(seed, scale),
-        "seed": seed,
-        "scale": scale,
-        "generator_version": GENERATOR_VERSION,
-        "classnames": list(CLASSNAMES),
-        "templates": list(TEMPLATES),
-        "counts": {"/".join(filter(None, k)): v for k, v in counts.items()},
-    }
-    (out / "world.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if "web" in domains:
+        captions = sorted(c for r in results for c in r)
+        with open(out / "web" / "captions.jsonl", "w", encoding="utf-8") as f:
+            for i, caption in captions:
+                f.write(json.dumps({"file": f"images/{i:06d}.png", "caption": caption}) + "\n")
+    (out / "world.json").write_text(_manifest(seed, scale), encoding="utf-8")
     log.info(
-        "generated %d toy-world images in %.1fs (%d workers) at %s", total, time.perf_counter() - start, workers, out
+        "generated %d toy-world images (%s) in %.1fs (%d workers) at %s",
+        total,
+        ", ".join(domains),
+        time.perf_counter() - start,
+        workers,
+        out,
     )
     return out
 
 
-def ensure_world(root: str | Path, seed: int = 0, scale: float = 1.0, workers: int | None = None) -> Path:
-    """Return the world directory ``root/<world_id>/``, generating it first if it is not there.
+def ensure_world(
+    root: str | Path,
+    seed: int = 0,
+    scale: float = 1.0,
+    workers: int | None = None,
+    domains: tuple[str, ...] = DOMAINS,
+) -> Path:
+    """Return the world directory ``root/<world_id>/``, generating the requested domains first if they are missing.
 
-    Generation writes into a private temporary directory inside ``root`` and renames it into place, so a world
-    directory is either complete or absent; when two processes race, the loser discards its copy and uses the
-    winner's.
+    Domains are generated on demand (fine-tuning needs only the labelled ones, pretraining only ``web``). Each is
+    rendered into a private temporary directory and renamed into place, so a domain directory is either complete
+    or absent; when two processes race, the loser discards its copy and uses the winner's.
 
     Args:
         root: Cache directory for worlds.
         seed: World seed (same seed, same bytes).
         scale: Multiplier of all image counts (for example 0.02 in tests).
         workers: Generation processes (see :func:`generate_world`).
+        domains: Domains that must be present; default all (``LABELLED_DOMAINS`` for fine-tuning).
 
     Returns:
         Path of the world directory.
     """
-    root = Path(root).expanduser()
-    final = root / world_id(seed, scale)
-    if (final / "world.json").is_file():
+    _check_domains(domains)
+    final = Path(root).expanduser() / world_id(seed, scale)
+    missing = tuple(d for d in domains if not (final / d).is_dir())
+    if not missing and (final / "world.json").is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    final.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final))
     try:
-        generate_world(tmp / "world", seed, scale, workers)
-        try:
-            os.rename(tmp / "world", final)
-        except OSError:
-            # Someone else finished first (the target exists and is not empty): theirs is identical, use it.
-            if not (final / "world.json").is_file():
-                raise
-            log.info("toy world %s was generated concurrently; using the existing copy", final.name)
+        generate_world(tmp / "world", seed, scale, workers, missing)
+        for domain in missing:
+            try:
+                os.rename(tmp / "world" / domain, final / domain)
+            except OSError:
+                # Someone else finished first (the target exists and is not empty): theirs is identical, use it.
+                if not (final / domain).is_dir():
+                    raise
+                log.info("toy domain %s/%s was generated concurrently; using the existing copy", final.name, domain)
+        # Replacing a file is atomic, and a concurrent writer's manifest is identical.
+        os.replace(tmp / "world" / "world.json", final / "world.json")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
