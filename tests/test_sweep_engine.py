@@ -95,3 +95,13 @@ def test_empty_dataset_is_named():
     counts[0, 0] = torch.tensor([1, 2])
     with pytest.raises(ValueError, match="empty dataset \\('ref'\\)"):
         rows_from_counts([0.0], counts, columns)
+
+
+def test_averages_carry_no_float_noise_into_the_results_files():
+    from wiseft.sweep import add_averages
+
+    # The default toy run's alpha=0.5 row: a plain mean prints 51.739999999999995.
+    row = {"val": 65.6, "ref": 64.45, "v2": 60.5, "sketch": 59.6, "rendition": 60.3, "objectnet": 43.1, "hard": 35.2}
+    out = add_averages(row, Columns("val", "ref", ("v2", "sketch", "rendition", "objectnet", "hard")))
+    assert repr(out["avg_shifts"]) == "51.74" and repr(out["avg_ref_shifts"]) == "58.095"
+    assert {k: out[k] for k in row} == row

@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -111,6 +112,9 @@ def train(cfg: DictConfig) -> float:
     resolved = redacted_config(cfg)
     check_same_run(out_dir, resolved)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # Lightning refuses a progress-bar callback with the bar disabled; the switch is the user's last word.
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     ckpt_dir = out_dir / "checkpoints" / "lightning"
     ckpt_path = select_resume_checkpoint(cfg.get("ckpt_path"), bool(cfg.get("auto_resume", True)), out_dir,
                                          _checkpoint_dirs(callbacks, out_dir))

@@ -49,18 +49,29 @@ class ResumeCheckpoint(L.Callback):
             self._save(trainer, "SIGTERM")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.received_sigterm or self._saved_by_model_checkpoint(trainer):
+        if trainer.received_sigterm or self._left_to_model_checkpoint(trainer):
             return
         self._save(trainer, "training finished")
 
-    def _saved_by_model_checkpoint(self, trainer: L.Trainer) -> bool:
-        # Skip a second multi-GB write when ModelCheckpoint just wrote this very state to the same file.
-        return any(isinstance(cb, ModelCheckpoint) and Path(cb.last_model_path or "") == self.ckpt_path
-                   and getattr(cb, "_last_global_step_saved", None) == trainer.global_step
-                   for cb in trainer.callbacks)
+    def _left_to_model_checkpoint(self, trainer: L.Trainer) -> bool:
+        # Skip a second multi-GB write when a ModelCheckpoint keeping last.ckpt in this folder has just written
+        # this very state, or has not written yet: its own on_train_end (Lightning runs checkpoint callbacks last)
+        # then saves it. Writing first would make it version its file to last-v1.ckpt instead.
+        for cb in trainer.callbacks:
+            if not isinstance(cb, ModelCheckpoint) or not cb.save_last or not _same_path(cb.dirpath, self.dirpath):
+                continue
+            if not getattr(cb, "_last_checkpoint_saved", None) and self.ckpt_path.stem == cb.CHECKPOINT_NAME_LAST:
+                return True  # the condition of ModelCheckpoint.on_train_end
+            if (_same_path(cb.last_model_path, self.ckpt_path)
+                    and getattr(cb, "_last_global_step_saved", None) == trainer.global_step):
+                return True
+        return False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Only a signal: a checkpoint taken after another error (a non-finite loss) is not one to resume from.
         if isinstance(exception, SIGTERMException) and self._saved_step != trainer.global_step:
             self._save(trainer, "SIGTERM")
 
+
+def _same_path(a: str | Path | None, b: Path) -> bool:
+    return bool(a) and Path(a).resolve() == b.resolve()

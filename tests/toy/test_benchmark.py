@@ -1,0 +1,88 @@
+"""The default job (``python train.py``: toy world, shipped tiny CLIP, toy recipe) end to end through ``train(cfg)``.
+
+The fast test runs the whole pipeline on a small world. The slow tests run the default itself for three fine-tuning
+seeds and assert the pattern the benchmark exists to show (the paper's, in miniature).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from tests.conftest import compose_cfg
+from wiseft.pipeline import train
+from wiseft.toy.world import LABELLED_DOMAINS, SHIFT_DOMAINS, world_id
+
+CHANCE = 10.0  # ten classes, balanced in every domain
+REFERENCE = "photo"  # data.reference.name of conf/data/toy.yaml
+SETS = (f"{REFERENCE}_val", REFERENCE, *SHIFT_DOMAINS)
+
+
+def _run_default(data_dir: Path, out: Path, overrides: list[str]) -> list[dict[str, float]]:
+    cfg = compose_cfg(
+        [
+            f"paths.data_dir={data_dir}",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            *overrides,
+        ]
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    train(cfg)
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, float]]]:
+    root = tmp_path_factory.mktemp("toy-default-small")
+    rows = _run_default(root / "data", root / "out", ["data.world.scale=0.02", "wiseft.alphas=[0.0,0.5,1.0]"])
+    return root, rows
+
+
+def test_default_job_runs_end_to_end_on_a_small_world(small_run: tuple[Path, list[dict[str, float]]]) -> None:
+    root, rows = small_run
+    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    assert set(SETS) | {"avg_shifts"} <= set(rows[0])
+    # The shipped zero-shot model is a real one: well above chance on the shifts even on 20 images per domain.
+    assert rows[0]["avg_shifts"] > 2 * CHANCE
+    assert rows[0] != rows[-1]  # fine-tuning moved the weights
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    assert summary["zeroshot"] == rows[0] and summary["finetuned"] == rows[-1]
+    assert (root / "out" / "curve.png").is_file()
+    # One resumable checkpoint of the final state (ModelCheckpoint and ResumeCheckpoint share the file).
+    lightning = root / "out" / "checkpoints" / "lightning"
+    assert [p.name for p in lightning.iterdir()] == ["last.ckpt"]
+    ckpt = torch.load(lightning / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] > 0 and ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 5
+
+
+def test_fine_tuning_generates_only_the_labelled_domains(small_run: tuple[Path, list[dict[str, float]]]) -> None:
+    root, _ = small_run
+    world = root / "data" / "toy" / world_id(0, 0.02)
+    assert sorted(p.name for p in world.iterdir()) == sorted([*LABELLED_DOMAINS, "world.json"])
+
+
+@pytest.fixture(scope="module")
+def default_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder for the three seeds: the default world is generated once."""
+    return tmp_path_factory.mktemp("toy-default-data")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_job_shows_the_wiseft_pattern(seed: int, default_data: Path, tmp_path: Path) -> None:
+    rows = {r["alpha"]: r for r in _run_default(default_data, tmp_path / "out", [f"seed={seed}"])}
+    zeroshot, mid, finetuned = rows[0.0], rows[0.5], rows[1.0]
+    print(f"\nseed {seed}: " + "; ".join(f"alpha {a}: " + ", ".join(f"{k} {r[k]:.1f}" for k in (*SETS, "avg_shifts"))
+                                        for a, r in ((0.0, zeroshot), (0.5, mid), (1.0, finetuned))))
+    for name in SETS:
+        assert zeroshot[name] >= 2 * CHANCE, name
+    assert zeroshot[REFERENCE] < 90.0
+    assert finetuned[REFERENCE] >= zeroshot[REFERENCE] + 15.0
+    assert mid["avg_shifts"] >= max(zeroshot["avg_shifts"], finetuned["avg_shifts"]) + 2.0
