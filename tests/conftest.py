@@ -46,10 +46,19 @@ def image_root(tmp_path: Path) -> Path:
     return data
 
 
-def compose_cfg(overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/train.yaml`` as Hydra would (without running the app)."""
+def compose_cfg(overrides: list[str] | None = None, output_dir: Path | str | None = None) -> DictConfig:
+    """Compose ``conf/train.yaml`` as Hydra would (without running the app).
+
+    Args:
+        overrides: Command-line style overrides.
+        output_dir: The run folder (``paths.output_dir``), which Hydra would set from ``hydra.run.dir``.
+    """
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides or [], return_hydra_config=False)
+        cfg = compose(config_name="train", overrides=overrides or [], return_hydra_config=False)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
 
 
 def tiny_cfg(data_root: Path, out_dir: Path, extra: list[str] | None = None) -> DictConfig:
@@ -72,7 +81,4 @@ def tiny_cfg(data_root: Path, out_dir: Path, extra: list[str] | None = None) -> 
         f"+data.shifts.shift_sub={{root:{data_root}/shift_sub}}",
         *(extra or []),
     ]
-    cfg = compose_cfg(overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-    return cfg
+    return compose_cfg(overrides, out_dir)

@@ -11,7 +11,6 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from omegaconf import open_dict
 from torch.utils.data import DataLoader
 from torchvision.transforms import ToTensor
 
@@ -58,11 +57,8 @@ def _dataset(trees: Path, kind: str, transform=None):
 
 
 def _imagenet_cfg(trees: Path, extra: list[str] | None = None):
-    cfg = compose_cfg(["model=tiny_random", "data=imagenet", f"paths.data_dir={trees}", "~experiment",
-                       *(extra or [])])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(trees / "out")
-    return cfg
+    return compose_cfg(["model=tiny_random", "data=imagenet", f"paths.data_dir={trees}", "~experiment",
+                        *(extra or [])], trees / "out")
 
 
 # --- class lists --------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import constants as hf_constants
-from omegaconf import open_dict
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torchvision import transforms as T
 
@@ -111,9 +110,7 @@ def test_recipe_runs_with_fast_dev_run(experiment, trees, tmp_path):
         "data.templates=['a photo of a {}.']",
         "data.num_workers=0",
         "wiseft.alphas=[1.0]",
-    ])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
+    ], out)
     objective = train(cfg)
     summary = json.loads((out / "summary.json").read_text())
     accuracy_cols = [c for c in summary["zeroshot"] if c != "alpha" and not c.startswith("er_")]

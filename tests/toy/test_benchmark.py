@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
 
 from tests.conftest import compose_cfg
 from wiseft.pipeline import train
@@ -30,10 +29,9 @@ def _run_default(data_dir: Path, out: Path, overrides: list[str]) -> list[dict[s
             "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false",
             *overrides,
-        ]
+        ],
+        out,
     )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
     train(cfg)
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
