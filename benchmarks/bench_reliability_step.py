@@ -10,23 +10,19 @@ Usage: ``python -m benchmarks.bench_reliability_step [--steps 60] [--batch-size 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import tempfile
-import warnings
+from statistics import median
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from benchmarks.common import median, register_bench_model, set_threads
-from benchmarks.lightning_step_bench import StepClock, intervals
+from benchmarks.lightning_step_bench import StepClock, intervals, step_bench_setup
 from wiseft.callbacks.guards import FiniteLossGuard
 from wiseft.callbacks.resume import StepSeed
 from wiseft.config import FinetuneConfig
-from wiseft.models.factory import build_clip
 from wiseft.models.module import WiSEFTModule
-from wiseft.models.zeroshot import zero_shot_classifier
 
 
 def step_time(classifier: torch.nn.Module, loader: DataLoader, recipe: FinetuneConfig, steps: int,
@@ -44,22 +40,7 @@ def step_time(classifier: torch.nn.Module, loader: DataLoader, recipe: FinetuneC
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
-    set_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    torch.manual_seed(0)
-    bundle = build_clip(register_bench_model())
-    classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, [f"c{i}" for i in range(10)],
-                                      ["a photo of a {}."]).train()
-    n = args.batch_size * 20
-    loader = DataLoader(TensorDataset(torch.randn(n, 3, 64, 64), torch.randint(0, 10, (n,))),
-                        batch_size=args.batch_size, shuffle=True, drop_last=True)
-    recipe = FinetuneConfig(lr=1e-4, warmup_steps=10, epochs=1, grad_clip=1.0)
+    args, classifier, loader, recipe = step_bench_setup(__doc__.splitlines()[0])
     rounds = [(step_time(classifier, loader, recipe, args.steps, True),
                step_time(classifier, loader, recipe, args.steps, False)) for _ in range(args.repeat)]
     with_, without = min(r[0] for r in rounds), min(r[1] for r in rounds)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,8 +62,3 @@ def timed(fn: Callable[[], object]) -> float:
 def best_of(fn: Callable[[], object], repeat: int) -> float:
     """The fastest of ``repeat`` calls (the least disturbed by other load)."""
     return min(timed(fn) for _ in range(repeat))
-
-
-def median(xs: list[float]) -> float:
-    """Median of a list."""
-    return statistics.median(xs)

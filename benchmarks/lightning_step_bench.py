@@ -16,13 +16,14 @@ import copy
 import tempfile
 import time
 import warnings
+from statistics import median
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import median, register_bench_model, set_threads
+from benchmarks.common import register_bench_model, set_threads
 from wiseft.config import FinetuneConfig
 from wiseft.models.factory import build_clip
 from wiseft.models.module import WiSEFTModule, warmup_cosine
@@ -82,8 +83,14 @@ def plain_steps(classifier, loader, recipe: FinetuneConfig, steps: int) -> float
     return median(intervals(stamps))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_bench_setup(description: str) -> tuple[argparse.Namespace, torch.nn.Module, DataLoader, FinetuneConfig]:
+    """Command line, model, data and recipe shared by the per-step benchmarks.
+
+    Returns:
+        The parsed arguments (``steps``, ``batch_size``, ``threads``, ``repeat``), the zero-shot classifier on the
+        benchmark ViT in train mode, a loader of random 64x64 images over 10 classes, and the fine-tuning recipe.
+    """
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
@@ -98,7 +105,11 @@ def main() -> None:
     n = args.batch_size * 20
     data = TensorDataset(torch.randn(n, 3, 64, 64), torch.randint(0, 10, (n,)))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    recipe = FinetuneConfig(lr=1e-4, warmup_steps=10, epochs=1, grad_clip=1.0)
+    return args, classifier, loader, FinetuneConfig(lr=1e-4, warmup_steps=10, epochs=1, grad_clip=1.0)
+
+
+def main() -> None:
+    args, classifier, loader, recipe = step_bench_setup(__doc__.splitlines()[0])
     rounds = [(lightning_steps(classifier, loader, recipe, args.steps), plain_steps(classifier, loader, recipe,
                                                                                   args.steps))
               for _ in range(args.repeat)]

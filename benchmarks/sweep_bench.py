@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from statistics import median
 
 import torch
 
-from benchmarks.common import make_jpeg_tree, median, register_bench_model, set_threads, timed
+from benchmarks.common import make_jpeg_tree, register_bench_model, set_threads, timed
 from wiseft.config import DataConfig, DatasetSpec, ReferenceConfig
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.data.projection import project_logits
