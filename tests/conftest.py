@@ -34,16 +34,20 @@ def make_tree(root: Path, classes: tuple[str, ...] = CLASSES, per_class: int = 4
     return root
 
 
-@pytest.fixture
-def image_root(tmp_path: Path) -> Path:
-    """``reference/{train,val,test}`` and two shift trees, one with a subset of the classes."""
-    data = tmp_path / "data"
-    make_tree(data / "reference" / "train", per_class=8, seed=1)
+def make_image_data(data: Path, train_per_class: int = 8) -> Path:
+    """``reference/{train,val,test}`` and two shift trees (3 images a class), one with a subset of the classes."""
+    make_tree(data / "reference" / "train", per_class=train_per_class, seed=1)
     make_tree(data / "reference" / "val", per_class=3, seed=2)
     make_tree(data / "reference" / "test", per_class=3, seed=3)
     make_tree(data / "shift_full", per_class=3, seed=4)
     make_tree(data / "shift_sub", classes=("blue", "red"), per_class=3, seed=5)
     return data
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Path:
+    """:func:`make_image_data` under ``tmp_path/data``."""
+    return make_image_data(tmp_path / "data")
 
 
 def compose_cfg(overrides: list[str] | None = None, output_dir: Path | str | None = None) -> DictConfig:

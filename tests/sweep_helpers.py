@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import make_tree, tiny_cfg
+from tests.conftest import make_image_data, tiny_cfg
 from wiseft.config import to_settings
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.models.factory import build_clip
@@ -15,13 +15,7 @@ from wiseft.models.zeroshot import zero_shot_classifier
 
 def make_data(root: Path) -> Path:
     """Reference train/val/test (9 images each) and two shifts (9 and 6 images)."""
-    data = root / "data"
-    make_tree(data / "reference" / "train", per_class=4, seed=1)
-    make_tree(data / "reference" / "val", per_class=3, seed=2)
-    make_tree(data / "reference" / "test", per_class=3, seed=3)
-    make_tree(data / "shift_full", per_class=3, seed=4)
-    make_tree(data / "shift_sub", classes=("blue", "red"), per_class=3, seed=5)
-    return data
+    return make_image_data(root / "data", train_per_class=4)
 
 
 def tiny_eval_setup(root: Path, eval_batch_size: int = 4):

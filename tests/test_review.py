@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from safetensors.torch import save_file
 
-from tests.conftest import CONF_DIR, make_tree, tiny_cfg
+from tests.conftest import CONF_DIR, make_image_data, make_tree, tiny_cfg
 from wiseft.errors import CheckpointError, ConfigError, DataError
 from wiseft.evaluate_checkpoints import evaluate_checkpoints
 from wiseft.models.factory import build_clip
@@ -39,13 +39,7 @@ GROUP = "review-sweep"
 
 
 def _data(root: Path) -> Path:
-    data = root / "data"
-    make_tree(data / "reference" / "train", per_class=8, seed=1)
-    make_tree(data / "reference" / "val", per_class=3, seed=2)
-    make_tree(data / "reference" / "test", per_class=3, seed=3)
-    make_tree(data / "shift_full", per_class=3, seed=4)
-    make_tree(data / "shift_sub", classes=("blue", "red"), per_class=3, seed=5)
-    return data
+    return make_image_data(root / "data")
 
 
 def _pretrained(root: Path) -> Path:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import tiny_cfg
+from tests.conftest import make_image_data, tiny_cfg
 from wiseft.checkpoints import load_weights
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.evaluate import evaluate
@@ -18,15 +18,8 @@ from wiseft.pipeline import train
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from tests.conftest import make_tree
-
     root = tmp_path_factory.mktemp("e2e")
-    data = root / "data"
-    make_tree(data / "reference" / "train", per_class=8, seed=1)
-    make_tree(data / "reference" / "val", per_class=3, seed=2)
-    make_tree(data / "reference" / "test", per_class=3, seed=3)
-    make_tree(data / "shift_full", per_class=3, seed=4)
-    make_tree(data / "shift_sub", classes=("blue", "red"), per_class=3, seed=5)
+    data = make_image_data(root / "data")
     cfg = tiny_cfg(data, root / "out", ["wiseft.alphas=[0.0,0.5,1.0]"])
     objective = train(cfg)
     return cfg, root / "out", objective

@@ -27,15 +27,6 @@ from wiseft.models.weights import (
 FAKE_REPO = "wiseft-test/tiny-vit-fake"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def offline(monkeypatch):
     """No network: huggingface_hub in offline mode, so any attempt to reach the hub raises at once."""
