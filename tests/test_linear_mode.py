@@ -5,17 +5,18 @@ import json
 import pytest
 import torch
 
-import wiseft.callbacks.sweep as sweep_callback
+import wiseft.sweep.callback as sweep_callback
 from tests.conftest import tiny_cfg
 from tests.sweep_helpers import make_data
-from wiseft.checkpoints import load_weights
-from wiseft.config import to_settings
+from wiseft.config.schema import to_settings
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.data.datasets import LabeledImageDataset
+from wiseft.io.checkpoints import load_weights
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.factory import build_clip
-from wiseft.pipeline import train
-from wiseft.sweep import Columns, run_sweep
+from wiseft.pipeline.train import train
+from wiseft.sweep.engine import run_sweep
+from wiseft.sweep.summary import Columns
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from tests.conftest import CONF_DIR, compose_cfg
 from tests.imagenet_trees import make_imagenet_trees
-from wiseft.config import to_settings
+from wiseft.config.schema import to_settings
 from wiseft.models.factory import ClipBundle
 from wiseft.models.weights import resolve_weights
 
@@ -85,7 +85,7 @@ def test_every_experiment_composes_with_a_stand_in_model(experiment, tmp_path):
 
 @pytest.mark.parametrize("experiment", sorted(PAPER_RECIPES))
 def test_recipe_runs_with_fast_dev_run(experiment, trees, tmp_path):
-    from wiseft.pipeline import train
+    from wiseft.pipeline.train import train
 
     out = tmp_path / "out"
     cfg = compose_cfg([

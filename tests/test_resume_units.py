@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from wiseft.data.resumable import EpochSampler, ResumableLoader, SeededSamples, mix_seed
 from wiseft.errors import CheckpointError, DataError, one_line
-from wiseft.io import check_creatable
-from wiseft.resume import config_difference, select_resume_checkpoint
+from wiseft.io.atomic import check_creatable
+from wiseft.runtime.exact_resume import EpochSampler, ResumableLoader, SeededSamples, mix_seed
+from wiseft.runtime.resume import config_difference, select_resume_checkpoint
 
 
 def test_mix_seed_is_stable_and_spread():
@@ -85,7 +85,7 @@ def test_config_difference_ignores_what_does_not_change_the_weights():
 
 
 def test_sweep_engine_reports_each_finished_set_and_skips_done_ones():
-    from wiseft.sweep_engine import weight_sweep_counts
+    from wiseft.sweep.engine import weight_sweep_counts
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
@@ -127,8 +127,8 @@ def test_trainer_gets_the_safe_checkpoint_io_next_to_configured_plugins():
     from lightning.fabric.plugins.environments import LightningEnvironment
 
     from tests.conftest import compose_cfg
-    from wiseft.checkpoint_io import SafeCheckpointIO
-    from wiseft.pipeline import _trainer_plugins
+    from wiseft.io.checkpoint_io import SafeCheckpointIO
+    from wiseft.pipeline.train import _trainer_plugins
 
     plugins = _trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder"]))
     assert [type(p) for p in plugins] == [SafeCheckpointIO]

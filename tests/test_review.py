@@ -16,11 +16,11 @@ from safetensors.torch import save_file
 
 from tests.conftest import CONF_DIR, make_image_data, make_tree, tiny_cfg
 from wiseft.errors import CheckpointError, ConfigError, DataError
-from wiseft.evaluate_checkpoints import evaluate_checkpoints
 from wiseft.models.factory import build_clip
-from wiseft.multirun import load_sweep
-from wiseft.pipeline import train
-from wiseft.report import (
+from wiseft.pipeline.evaluate import evaluate_checkpoints
+from wiseft.pipeline.train import train
+from wiseft.review.multirun import load_sweep
+from wiseft.review.report import (
     SWEEP_CURVES_PNG,
     SWEEP_RESULTS_CSV,
     SWEEP_ROWS_CSV,
@@ -28,10 +28,10 @@ from wiseft.report import (
     best_job,
     write_report,
 )
-from wiseft.report import main as report_main
-from wiseft.results import read_rows
-from wiseft.robustness import load_baselines
-from wiseft.wandb_offline import read_records, read_summary, read_table, run_files
+from wiseft.review.report import main as report_main
+from wiseft.review.results import read_rows
+from wiseft.review.robustness import load_baselines
+from wiseft.review.wandb_offline import read_records, read_summary, read_table, run_files
 
 REPO = Path(__file__).resolve().parents[1]
 LRS = ("1e-3", "3e-2")

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-import wiseft.sweep_engine as engine
+import wiseft.sweep.engine as engine
 from wiseft.data.datasets import LabeledImageDataset
-from wiseft.evaluate import correct_counts
-from wiseft.interpolate import interpolate
-from wiseft.sweep import Columns, rows_from_counts, run_sweep
+from wiseft.methods.interpolate import interpolate
+from wiseft.sweep.engine import run_sweep
+from wiseft.sweep.evaluate import correct_counts
+from wiseft.sweep.summary import Columns, rows_from_counts
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_empty_dataset_is_named():
 
 
 def test_averages_carry_no_float_noise_into_the_results_files():
-    from wiseft.sweep import add_averages
+    from wiseft.sweep.summary import add_averages
 
     # The default toy run's alpha=0.5 row: a plain mean prints 51.739999999999995.
     row = {"val": 65.6, "ref": 64.45, "v2": 60.5, "sketch": 59.6, "rendition": 60.3, "objectnet": 43.1, "hard": 35.2}

@@ -8,12 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import make_image_data, tiny_cfg
-from wiseft.checkpoints import load_weights
 from wiseft.data.datamodule import WiSEFTDataModule
-from wiseft.evaluate import evaluate
+from wiseft.io.checkpoints import load_weights
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.factory import build_clip
-from wiseft.pipeline import train
+from wiseft.pipeline.train import train
+from wiseft.sweep.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_chosen_checkpoint_reloads_and_reproduces_accuracy(run):
     model, bundle, meta = _fresh_classifier(out / "checkpoints" / "wiseft_chosen.safetensors")
     assert meta["alpha"] == summary["chosen_alpha"]
     assert meta["classnames"] == ["blue", "green", "red"]
-    from wiseft.config import to_settings
+    from wiseft.config.schema import to_settings
 
     settings = to_settings(cfg)
     dm = WiSEFTDataModule(settings.data, seed=settings.seed)
@@ -82,7 +82,7 @@ def test_sweep_endpoints_equal_direct_evaluation(run, ckpt, row):
     cfg, out, _ = run
     summary = json.loads((out / "summary.json").read_text())
     model, bundle, _ = _fresh_classifier(out / "checkpoints" / f"{ckpt}.safetensors")
-    from wiseft.config import to_settings
+    from wiseft.config.schema import to_settings
 
     dm = WiSEFTDataModule(to_settings(cfg).data)
     dm.check()

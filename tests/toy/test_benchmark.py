@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg
-from wiseft.pipeline import train
+from wiseft.pipeline.train import train
 from wiseft.toy.world import LABELLED_DOMAINS, SHIFT_DOMAINS, world_id
 
 CHANCE = 10.0  # ten classes, balanced in every domain

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from wiseft.errors import DataError
-from wiseft.results import RESULTS_JSONL, SUMMARY_JSON, read_rows
+from wiseft.review.results import RESULTS_JSONL, SUMMARY_JSON, read_rows
 
 CONFIG_YAML = "config.yaml"
 #: Config keys that differ between jobs without being hyperparameters.

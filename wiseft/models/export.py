@@ -11,7 +11,7 @@ Writes three files into a folder:
 - ``head.safetensors``: the classification head (``weight``, ``bias``; class names in the metadata). Its logits
   are ``F.normalize(model.encode_image(x)) @ weight.T + bias``; :func:`load_head` rebuilds it as a module.
 
-``python -m wiseft.export <checkpoint.safetensors> <folder>``.
+``python -m wiseft.models.export <checkpoint.safetensors> <folder>``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from wiseft.checkpoints import load_weights
 from wiseft.errors import CheckpointError, WiseftError
-from wiseft.io import atomic_write, atomic_write_text
+from wiseft.io.atomic import atomic_write, atomic_write_text
+from wiseft.io.checkpoints import load_weights
 from wiseft.models.classifier import ClassificationHead
 
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
@@ -156,8 +156,8 @@ def load_head(path: str | Path) -> tuple[ClassificationHead, list[str] | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``python -m wiseft.export`` command."""
-    parser = argparse.ArgumentParser(prog="python -m wiseft.export",
+    """The ``python -m wiseft.models.export`` command."""
+    parser = argparse.ArgumentParser(prog="python -m wiseft.models.export",
                                      description="Export a classifier checkpoint as open_clip weights + head.")
     parser.add_argument("checkpoint", help="a classifier checkpoint (.safetensors) written by a run")
     parser.add_argument("out_dir", help="folder for open_clip_model.safetensors, open_clip_config.json, head")

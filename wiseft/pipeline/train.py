@@ -13,28 +13,28 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from wiseft.callbacks.guards import FiniteLossGuard
-from wiseft.callbacks.preemption import ResumeCheckpoint
-from wiseft.callbacks.resume import ReloadTrainData, StepSeed
-from wiseft.callbacks.sweep import WiSEFTSweep
-from wiseft.checkpoint_io import SafeCheckpointIO
-from wiseft.config import Settings
+from wiseft.config.preflight import preflight
+from wiseft.config.schema import Settings
+from wiseft.config.secrets import redacted_config
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.data.features import FeatureDataModule
 from wiseft.errors import RunInterrupted
-from wiseft.io import atomic_write_text, check_writable
-from wiseft.launcher import distributed_job
-from wiseft.loggers import ResilientWandbLogger
+from wiseft.io.atomic import atomic_write_text, check_writable
+from wiseft.io.checkpoint_io import SafeCheckpointIO
+from wiseft.io.safeload import load_torch_file
 from wiseft.models.factory import build_clip, check_model_args
 from wiseft.models.linear_probe import LinearProbeModule
 from wiseft.models.module import WiSEFTModule
 from wiseft.models.performance import apply_performance_options
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
-from wiseft.preflight import preflight
-from wiseft.resume import check_same_run, select_resume_checkpoint
-from wiseft.robustness import LinearFit, resolve_baselines
-from wiseft.safeload import load_torch_file
-from wiseft.secrets import redacted_config
+from wiseft.review.robustness import LinearFit, resolve_baselines
+from wiseft.review.wandb import ResilientWandbLogger
+from wiseft.runtime.exact_resume import ReloadTrainData, StepSeed
+from wiseft.runtime.guards import FiniteLossGuard
+from wiseft.runtime.launch import distributed_job
+from wiseft.runtime.preemption import ResumeCheckpoint
+from wiseft.runtime.resume import check_same_run, select_resume_checkpoint
+from wiseft.sweep.callback import WiSEFTSweep
 
 log = logging.getLogger(__name__)
 

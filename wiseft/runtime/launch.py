@@ -5,7 +5,7 @@ Under Hydra that breaks in known ways: in a multirun the children receive ``-m``
 one starts a whole sweep of its own (duplicate output folders, extra W&B runs); under a submitit launcher the
 main module is submitit's, not the script; and anything re-resolved in a child (``${now:...}``) can differ from
 the parent. :class:`JobConfigLauncher` instead writes the job's fully resolved config once and starts every
-child as ``python -m wiseft.launcher <config>``, so all ranks run exactly the same job in the same folder.
+child as ``python -m wiseft.pipeline.ddp_child <config>``, so all ranks run exactly the same job in the same folder.
 
 :func:`distributed_job` also undoes what a DDP fit leaves in the process (the process group, ``LOCAL_RANK`` and
 friends in ``os.environ``), so that the next job of a multirun in the same process starts clean.
@@ -27,8 +27,8 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig, OmegaConf
 
 import wiseft
-from wiseft.io import atomic_write_text
-from wiseft.secrets import redacted_config
+from wiseft.config.secrets import redacted_config
+from wiseft.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ DDP_ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_
 
 def child_command(config_path: str | Path) -> list[str]:
     """The command line of one child process: this interpreter, this module, the job's config."""
-    return [sys.executable, "-m", "wiseft.launcher", str(config_path)]
+    return [sys.executable, "-m", "wiseft.pipeline.ddp_child", str(config_path)]
 
 
 def child_env(base: dict[str, str], local_rank: int, node_rank: int, num_processes: int) -> dict[str, str]:
@@ -128,27 +128,3 @@ def distributed_job(trainer: L.Trainer, config: DictConfig, output_dir: str | Pa
                     os.environ[key] = value
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of a child process: ``python -m wiseft.launcher <resolved config>``."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m wiseft.launcher CONFIG.yaml", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.WARNING, format=f"[rank {os.environ.get('RANK', '?')}] %(message)s")
-    import wiseft.config  # noqa: F401  (registers the resolvers the config may still name)
-    from wiseft.errors import WiseftError
-    from wiseft.pipeline import train
-
-    cfg = OmegaConf.load(args[0])
-    try:
-        train(cfg)
-    except (WiseftError, PermissionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wiseft.io import atomic_write_text
+from wiseft.io.atomic import atomic_write_text
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSONL = "results.jsonl"
@@ -41,11 +41,11 @@ def read_rows(out_dir: str | Path) -> list[dict[str, float]]:
 
 
 def plot_curve(rows: Sequence[Mapping[str, float]], summary: Mapping[str, Any], path: str | Path) -> None:
-    """Robustness vs accuracy on logit axes: one panel per shift plus the average (see :mod:`wiseft.plots`).
+    """Robustness vs accuracy on logit axes: one panel per shift plus the average (see :mod:`wiseft.review.plots`).
 
     Marks the zero-shot model, the fine-tuned model, the WiSE-FT curve through the alpha grid, the chosen alpha
     and, where the run's summary records its constants, the effective-robustness baseline.
     """
-    from wiseft.plots import Curve, plot_robustness, save_figure
+    from wiseft.review.plots import Curve, plot_robustness, save_figure
 
     save_figure(plot_robustness([Curve("WiSE-FT", rows, summary)]), path)

@@ -1,4 +1,4 @@
-"""One report for a whole sweep: ``python -m wiseft.report <sweep folder> [--select-by COLUMN]``.
+"""One report for a whole sweep: ``python -m wiseft.review.report <sweep folder> [--select-by COLUMN]``.
 
 Collects every finished job of a Hydra multirun (or a single run) into one table and one figure, and names the
 best job. The best job is chosen on reference data only (by default the held-out ``<reference>_val`` column, at
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from wiseft.errors import ConfigError, WiseftError
-from wiseft.io import atomic_write_text
-from wiseft.multirun import Job, Sweep, format_value, load_sweep
-from wiseft.plots import Curve, baselines_of, plot_robustness, save_figure
+from wiseft.io.atomic import atomic_write_text
+from wiseft.review.multirun import Job, Sweep, format_value, load_sweep
+from wiseft.review.plots import Curve, baselines_of, plot_robustness, save_figure
 
 SWEEP_RESULTS_CSV = "sweep_results.csv"
 SWEEP_ROWS_CSV = "sweep_rows.csv"
@@ -197,8 +197,8 @@ def rich_alpha_table(job: Job, columns: Sequence[str] | None = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``python -m wiseft.report`` command."""
-    parser = argparse.ArgumentParser(prog="python -m wiseft.report", description=__doc__.splitlines()[0])
+    """The ``python -m wiseft.review.report`` command."""
+    parser = argparse.ArgumentParser(prog="python -m wiseft.review.report", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a Hydra sweep folder (multirun) or a single run folder")
     parser.add_argument("--select-by", default=None,
                         help="column that picks the best job: <reference>_val (default) or <reference>")

@@ -1,4 +1,4 @@
-"""A training loader that resumes mid-epoch exactly where a killed run stopped.
+"""Exact resume: a training loader that continues mid-epoch where a killed run stopped, and per-step seeds.
 
 Lightning restores the loop counters from a checkpoint, but continuing an epoch at the right sample needs the
 loader's help: Lightning asks every loader that has ``state_dict``/``load_state_dict`` for its state when it saves
@@ -9,7 +9,9 @@ one drew:
 - the order of epoch ``e`` is a permutation seeded by ``(seed, e)``, not the next draw of a long-lived generator;
 - each sample's random augmentation runs under its own seed ``(seed, e, index)``, so it does not depend on what
   was decoded before it, on prefetching, or on the number of worker processes;
-- a resumed epoch skips the batches the checkpoint had already trained on, without decoding them.
+- a resumed epoch skips the batches the checkpoint had already trained on, without decoding them;
+- every training step reseeds the global RNGs from ``(seed, epoch, batch, rank)`` (:class:`StepSeed`), and
+  :class:`ReloadTrainData` makes Lightning rebuild the loader after it has restored the loop counters.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -123,7 +126,7 @@ class ResumableLoader(DataLoader):
     Lightning treats it as stateful (it has ``state_dict``/``load_state_dict``): the state saved with a checkpoint
     is the epoch and the number of batches already trained in it, read from ``progress_fn``, and a resumed epoch
     starts after them. (Lightning hands the state back only to a loader created after it restored the loop
-    counters; :class:`~wiseft.callbacks.resume.ReloadTrainData` sees to that.)
+    counters; :class:`~wiseft.runtime.exact_resume.ReloadTrainData` sees to that.)
     """
 
     def __init__(
@@ -167,3 +170,44 @@ class ResumableLoader(DataLoader):
         """Make the next iteration be one of ``epoch`` that starts after its first ``batches`` batches."""
         assert isinstance(self.sampler, EpochSampler)
         self.sampler.resume_at(epoch, batches * int(self.batch_size or 1))
+
+
+class StepSeed(L.Callback):
+    """Reseeds torch's and Python's global RNGs before every training batch from ``(seed, epoch, batch, rank)``.
+
+    What the model draws at a step (dropout, stochastic depth) then does not depend on anything before it, so a
+    run resumed from a checkpoint draws exactly what the uninterrupted run drew.
+    """
+
+    def __init__(self, seed: int) -> None:
+        """Args:
+        seed: Run seed.
+        """
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
+                             batch_idx: int) -> None:
+        step_seed = mix_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        torch.manual_seed(step_seed)
+        random.seed(step_seed)
+
+
+class ReloadTrainData(L.Callback):
+    """On resume, rebuilds the training loader after Lightning has restored the loop counters.
+
+    ``configure_optimizers`` reads ``trainer.estimated_stepping_batches``, which makes Lightning build the training
+    loader, and start iterating it, before the checkpoint's loop state is restored (Lightning 2.6). That loader
+    would then start the resumed epoch from its first batch, and with worker processes in the order of epoch 0;
+    Lightning also hands a stateful loader its saved position only when it builds the loader after the restore.
+    Dropping the early loader here (``on_fit_start`` runs between the two) makes Lightning build it again at the
+    right moment, the way its own tuner forces a reload.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            return
+        fit_loop = trainer.fit_loop
+        if fit_loop._data_fetcher is not None:
+            fit_loop._data_fetcher.teardown()  # stops worker processes of the early loader
+            fit_loop._data_fetcher = None
+        fit_loop._combined_loader = None

@@ -2,7 +2,7 @@
 
 Zero-shot and fine-tuned classifier checkpoints in, the full WiSE-FT sweep out: the same files as a training
 run (``config.yaml``, ``results.{csv,jsonl}``, ``summary.json``, ``curve.png``, the chosen-alpha checkpoint) and,
-with ``export.enabled``, the chosen model as a plain open_clip model folder (see :mod:`wiseft.export`).
+with ``export.enabled``, the chosen model as a plain open_clip model folder (see :mod:`wiseft.models.export`).
 Without ``zeroshot``, the zero-shot head is rebuilt from the checkpoint's model config and the data's prompts.
 """
 
@@ -15,23 +15,25 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from wiseft.callbacks.sweep import CHOSEN_CKPT, log_sweep
-from wiseft.checkpoints import check_matches, load_weights, save_weights
-from wiseft.config import DataConfig, DatasetSpec, WiseftConfig, _typed
+from wiseft.config.schema import DataConfig, DatasetSpec, WiseftConfig, _typed
+from wiseft.config.secrets import redacted_config
+from wiseft.config.targets import check_targets
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.errors import CheckpointError, ConfigError
-from wiseft.export import export_state
-from wiseft.interpolate import check_compatible, interpolate
-from wiseft.io import atomic_write_text, check_writable
+from wiseft.io.atomic import atomic_write_text, check_writable
+from wiseft.io.checkpoints import check_matches, load_weights, save_weights
+from wiseft.methods.interpolate import check_compatible, interpolate
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
+from wiseft.models.export import export_state
 from wiseft.models.factory import build_clip
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
-from wiseft.progress import step
-from wiseft.results import CURVE_PNG, plot_curve, write_rows, write_summary
-from wiseft.robustness import add_effective_robustness, resolve_baselines
-from wiseft.secrets import redacted_config
-from wiseft.sweep import Columns, Row, run_sweep, summarize, sweep_alphas
-from wiseft.targets import check_targets
+from wiseft.review.results import CURVE_PNG, plot_curve, write_rows, write_summary
+from wiseft.review.robustness import add_effective_robustness, resolve_baselines
+from wiseft.review.wandb import log_sweep
+from wiseft.runtime.progress_bars import step
+from wiseft.sweep.callback import CHOSEN_CKPT
+from wiseft.sweep.engine import run_sweep
+from wiseft.sweep.summary import Columns, Row, summarize, sweep_alphas
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 :func:`preflight` validates the config values, every ``_target_`` and the output folder. It runs as a Hydra
 callback before Hydra creates the run folder (a bad config leaves no empty folder behind, and an unwritable one
-gets a one-line error instead of Hydra's traceback), and again at the start of :func:`wiseft.pipeline.train`.
+gets a one-line error instead of Hydra's traceback), and again at the start of :func:`wiseft.pipeline.train.train`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from wiseft.config import Settings, to_settings
+from wiseft.config.schema import Settings, to_settings
+from wiseft.config.secrets import redact_text
+from wiseft.config.targets import check_targets
 from wiseft.errors import ConfigError, WiseftError, one_line
-from wiseft.io import check_creatable
-from wiseft.secrets import redact_text
-from wiseft.targets import check_targets
+from wiseft.io.atomic import check_creatable
 
 #: Exit status of a run stopped by bad input.
 EXIT_BAD_INPUT = 2
-#: The sections :func:`~wiseft.config.to_settings` checks (a ``train`` config has them all).
+#: The sections :func:`~wiseft.config.schema.to_settings` checks (a ``train`` config has them all).
 TRAIN_SECTIONS = ("model", "data", "finetune", "wiseft")
 
 

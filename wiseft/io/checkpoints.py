@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from wiseft.errors import CheckpointError
-from wiseft.io import atomic_write
+from wiseft.io.atomic import atomic_write
 
 FORMAT = "wiseft-classifier-v1"
 

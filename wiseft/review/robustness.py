@@ -7,7 +7,7 @@ Standard (non-robust) models lie close to a line once both accuracies are logit-
 
 Baselines are data: named tables of ``(w, b)`` per shift column, shipped in
 ``wiseft/data/metadata/effective_robustness.json`` (the published ImageNet fits) or read from a user file; a
-user's own table of standard models can be fitted with :func:`fit_table` (``python -m wiseft.robustness fit``).
+user's own table of standard models can be fitted with :func:`fit_table` (``python -m wiseft.review.robustness fit``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from wiseft.errors import ConfigError, DataError
-from wiseft.io import atomic_write_text
+from wiseft.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SHIPPED_TABLES = Path(__file__).parent / "data" / "metadata" / "effective_robustness.json"
+SHIPPED_TABLES = Path(__file__).parents[1] / "data" / "metadata" / "effective_robustness.json"
 AVG_SHIFTS = "avg_shifts"
 ER_PREFIX = "er_"
 
@@ -316,8 +316,8 @@ def add_effective_robustness(row: Mapping[str, float], reference: str, fits: Map
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m wiseft.robustness fit MODELS.csv --reference imagenet --out fits.json``."""
-    parser = argparse.ArgumentParser(prog="python -m wiseft.robustness",
+    """``python -m wiseft.review.robustness fit MODELS.csv --reference imagenet --out fits.json``."""
+    parser = argparse.ArgumentParser(prog="python -m wiseft.review.robustness",
                                      description="Effective-robustness baselines (Taori et al., 2020).")
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit (w, b) per shift from a CSV of standard models (accuracies in percent)")

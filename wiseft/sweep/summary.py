@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
-
-from wiseft.distributed import Reduce, no_reduce
-from wiseft.interpolate import StateDict
-from wiseft.sweep_engine import DEFAULT_CACHE_BYTES, weight_sweep_counts
 
 Row = dict[str, float]
 
@@ -66,52 +59,6 @@ def rows_from_counts(grid: Sequence[float], counts: torch.Tensor, columns: Colum
     for i, alpha in enumerate(grid):
         accuracies = {name: 100.0 * int(counts[i, j, 0]) / int(counts[i, j, 1]) for j, name in enumerate(columns.all)}
         rows.append(add_averages({"alpha": float(alpha), **accuracies}, columns))
-    return rows
-
-
-def run_sweep(
-    model: torch.nn.Module,
-    theta_0: StateDict,
-    theta_1: StateDict,
-    alphas: Sequence[float],
-    loaders: Mapping[str, DataLoader],
-    columns: Columns,
-    device: torch.device | str = "cpu",
-    on_row: Callable[[Row], None] | None = None,
-    *,
-    reduce: Reduce = no_reduce,
-    cache_bytes: int = DEFAULT_CACHE_BYTES,
-    forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-) -> list[Row]:
-    """Evaluate ``(1 - alpha) * theta_0 + alpha * theta_1`` on every loader for every alpha.
-
-    Each image is decoded once for the whole grid (see :mod:`wiseft.sweep_engine`). ``model``'s weights are
-    overwritten; the caller restores them. Under several processes, each passes its own unpadded shard of every
-    dataset and ``reduce`` sums the integer counts, so the accuracies are exactly those of one process.
-
-    Args:
-        model: Module whose state dict has the keys of ``theta_0``.
-        theta_0: Zero-shot weights.
-        theta_1: Fine-tuned weights.
-        alphas: Mixing coefficients (evaluated as :func:`sweep_alphas`).
-        loaders: Column name -> loader, for every column of ``columns``.
-        columns: Roles of the columns.
-        device: Where to evaluate.
-        on_row: Called with each finished row (progress reporting).
-        reduce: Sums a counts tensor over processes.
-        cache_bytes: Bound on the decoded images held at once.
-        forward_context: Entered around forward passes (e.g. the trainer's autocast).
-
-    Returns:
-        One row per alpha: ``alpha``, each dataset's top-1 and the averages.
-    """
-    grid = sweep_alphas(alphas)
-    counts = weight_sweep_counts(model, theta_0, theta_1, grid, [loaders[c] for c in columns.all], device,
-                                 cache_bytes=cache_bytes, forward_context=forward_context)
-    rows = rows_from_counts(grid, reduce(counts.to(device)).cpu(), columns)
-    if on_row is not None:
-        for row in rows:
-            on_row(row)
     return rows
 
 

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from wiseft.io import atomic_write
-from wiseft.robustness import AVG_SHIFTS, LinearFit, logit, sigmoid
+from wiseft.io.atomic import atomic_write
+from wiseft.review.robustness import AVG_SHIFTS, LinearFit, logit, sigmoid
 
 # Accuracies of exactly 0 or 100 % have infinite logits; they are drawn at this distance from the edge.
 _EPS = 0.002

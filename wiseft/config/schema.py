@@ -246,7 +246,7 @@ def _typed(key: str, schema: type, node: Any) -> Any:
         raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from err
 
 
-ASSETS_DIR = Path(__file__).parent / "assets"
+ASSETS_DIR = Path(__file__).parents[1] / "assets"
 
 
 def asset_path(name: str) -> str:
@@ -263,8 +263,8 @@ def register_configs() -> None:
     cs.store(group="wiseft", name="schema", node=WiseftConfig)
     OmegaConf.register_new_resolver("wiseft_asset", asset_path, replace=True)
     # Reviewing: effective-robustness baselines, and W&B group/name for the jobs of one Hydra sweep.
-    from wiseft.multirun import sweep_group, sweep_job_name
-    from wiseft.robustness import RobustnessConfig
+    from wiseft.review.multirun import sweep_group, sweep_job_name
+    from wiseft.review.robustness import RobustnessConfig
 
     cs.store(group="robustness", name="schema", node=RobustnessConfig)
     OmegaConf.register_new_resolver("wiseft_sweep_group", sweep_group, replace=True)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wiseft.data.projection import project_logits
-from wiseft.progress import track
+from wiseft.runtime.progress_bars import track
 
 
 @torch.no_grad()

@@ -28,9 +28,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Subset
 
-from wiseft.distributed import shard_indices
 from wiseft.errors import ConfigError
-from wiseft.io import atomic_write
+from wiseft.io.atomic import atomic_write
+from wiseft.runtime.distributed import shard_indices
 
 log = logging.getLogger(__name__)
 

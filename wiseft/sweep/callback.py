@@ -10,21 +10,21 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.func import functional_call
 
-from wiseft.checkpoints import load_weights, save_weights
 from wiseft.data.datamodule import EvalSet, WiSEFTDataModule
 from wiseft.data.features import FeatureDataModule
-from wiseft.interpolate import interpolate
-from wiseft.logit_sweep import logit_sweep_counts
-from wiseft.progress import step
-from wiseft.results import CURVE_PNG, plot_curve, write_rows, write_summary
-from wiseft.robustness import LinearFit, add_effective_robustness
-from wiseft.sweep import Columns, Row, rows_from_counts, summarize, sweep_alphas
-from wiseft.sweep_engine import DEFAULT_CACHE_BYTES, weight_sweep_counts
-from wiseft.sweep_progress import SweepProgress, fingerprint, progress_path
+from wiseft.io.checkpoints import load_weights, save_weights
+from wiseft.methods.interpolate import interpolate
+from wiseft.review.results import CURVE_PNG, plot_curve, write_rows, write_summary
+from wiseft.review.robustness import LinearFit, add_effective_robustness
+from wiseft.review.wandb import log_sweep
+from wiseft.runtime.progress_bars import step
+from wiseft.sweep.engine import DEFAULT_CACHE_BYTES, weight_sweep_counts
+from wiseft.sweep.logits import logit_sweep_counts
+from wiseft.sweep.progress import SweepProgress, fingerprint, progress_path
+from wiseft.sweep.summary import Columns, Row, rows_from_counts, summarize, sweep_alphas
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class WiSEFTSweep(L.Callback):
     ``save_checkpoints``, ``checkpoints/{zeroshot,finetuned,wiseft_chosen}.safetensors``. The zero-shot snapshot
     is taken before Lightning restores a checkpoint, so a resumed run interpolates from the true zero-shot weights;
     each evaluation set finished by the sweep is recorded in ``sweep_progress.jsonl``, so a relaunched sweep skips
-    it (:mod:`wiseft.sweep_progress`).
+    it (:mod:`wiseft.sweep.progress`).
     """
 
     def __init__(
@@ -62,7 +62,7 @@ class WiSEFTSweep(L.Callback):
         alphas: Mixing coefficients.
         select_on: ``val`` (held-out reference data) or ``reference``.
         save_checkpoints: Write the three safetensors checkpoints.
-        baselines: Effective-robustness fits by result column (see :func:`wiseft.robustness.resolve_baselines`);
+        baselines: Effective-robustness fits by result column (see :func:`wiseft.review.robustness.resolve_baselines`);
             each adds an ``er_<column>`` column to the results.
         upload_checkpoint: Also log the chosen-alpha checkpoint to W&B as a model artifact.
         cache_bytes: Bound on the decoded evaluation images held at once during the sweep.
@@ -200,72 +200,3 @@ def _logit_counts(datamodule: FeatureDataModule, eval_sets: list[EvalSet], head:
             counts[:, j] = logit_sweep_counts(logits_0, logits_1, stored.labels[rank::world_size], grid,
                                               eval_set.dataset.projection)
     return counts
-
-
-def log_sweep(loggers: Sequence[Logger], rows: Sequence[Row], summary: dict[str, Any],
-              figure: Path | None = None, checkpoint: Path | None = None) -> None:
-    """Send the sweep to the run's loggers (never from ``self.log``: Lightning forbids it after fitting).
-
-    W&B gets the sweep table, charts of the curve (the average and each shift against the reference), the
-    logit-axes figure, the headline numbers in the run summary and, optionally, the chosen-alpha checkpoint as a
-    model artifact; other loggers get one metrics row per alpha.
-
-    Args:
-        loggers: The run's loggers.
-        rows: One row per alpha.
-        summary: The sweep summary.
-        figure: The run's ``curve.png`` (logged to W&B as an image when it exists).
-        checkpoint: A checkpoint to upload to W&B as an artifact (``None``: none).
-    """
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            log_wandb(logger.experiment, rows, summary, figure, checkpoint)
-        else:
-            for i, row in enumerate(rows):
-                logger.log_metrics({f"wiseft/{k}": v for k, v in row.items()}, step=i)
-            logger.save()
-
-
-def log_wandb(run: Any, rows: Sequence[Row], summary: dict[str, Any], figure: Path | None = None,
-              checkpoint: Path | None = None) -> None:
-    """Log a sweep to a W&B run (see :func:`log_sweep`)."""
-    import wandb
-
-    columns = list(rows[0])
-    data = [[row[c] for c in columns] for row in rows]
-    table = wandb.Table(columns=columns, data=data)
-    ref = summary["columns"]["reference"]
-    shifts = list(summary["columns"]["shifts"])
-    payload: dict[str, Any] = {"wiseft/sweep": table}
-    if "avg_shifts" in columns:
-        payload["wiseft/curve"] = wandb.plot.line(table, x=ref, y="avg_shifts",
-                                                  title="WiSE-FT: avg shift vs reference top-1")
-    for shift in shifts:
-        payload[f"wiseft/curve/{shift}"] = wandb.plot.line(table, x=ref, y=shift,
-                                                           title=f"WiSE-FT: {shift} vs {ref} top-1")
-    if shifts:
-        payload["wiseft/curves"] = wandb.plot.line_series(
-            xs=[row[ref] for row in rows], ys=[[row[s] for row in rows] for s in shifts], keys=shifts,
-            title=f"WiSE-FT: every shift vs {ref} top-1", xname=ref)
-    if figure is not None and Path(figure).is_file():
-        payload["wiseft/curve_logit"] = wandb.Image(str(figure), caption="robustness vs accuracy, logit axes")
-    run.log(payload)
-    # The curve as history too, against alpha: browsable in `wandb leet` and as ordinary line charts.
-    run.define_metric("wiseft/alpha", hidden=True)
-    run.define_metric("wiseft/by_alpha/*", step_metric="wiseft/alpha")
-    for row in rows:
-        run.log({"wiseft/alpha": row["alpha"], **{f"wiseft/by_alpha/{c}": v for c, v in row.items() if c != "alpha"}})
-    headline: dict[str, Any] = {f"wiseft/{key}/{col}": value for key in ("zeroshot", "finetuned", "chosen")
-                                for col, value in summary[key].items()}
-    headline["wiseft/chosen_alpha"] = summary["chosen_alpha"]
-    headline["wiseft/selected_on"] = summary["selected_on"]
-    for col, alpha in summary["optimal_alpha"].items():
-        headline[f"wiseft/optimal_alpha/{col}"] = alpha
-        headline[f"wiseft/optimal/{col}"] = summary["optimal"][col]
-    run.summary.update(headline)
-    if checkpoint is not None:
-        artifact = wandb.Artifact(name=f"wiseft-{run.id}", type="model",
-                                  metadata={"alpha": summary["chosen_alpha"], "selected_on": summary["selected_on"],
-                                            "chosen": summary["chosen"]})
-        artifact.add_file(str(checkpoint))
-        run.log_artifact(artifact, aliases=["chosen", f"alpha-{summary['chosen_alpha']:g}"])

@@ -1,6 +1,6 @@
 """Finished parts of an interrupted sweep, so a relaunch does not evaluate them again.
 
-The sweep evaluates every alpha on each decoded image (:mod:`wiseft.sweep_engine`), so its unit of completion is
+The sweep evaluates every alpha on each decoded image (:mod:`wiseft.sweep.engine`), so its unit of completion is
 an evaluation set: once a set's images have all been through every alpha, its ``(correct, total)`` counts are
 final. ``sweep_progress.jsonl`` in the run folder (``sweep_progress.rank<r>.jsonl`` per process under DDP, each
 holding its own shard's counts) gets one line per finished set, tagged with a fingerprint of everything the counts
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from wiseft.io import atomic_write_text
+from wiseft.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from wiseft.io import atomic_write
-from wiseft.safeload import load_torch_file
+from wiseft.io.atomic import atomic_write
+from wiseft.io.safeload import load_torch_file
 
 
 def _is_local(path: str | Path) -> bool:

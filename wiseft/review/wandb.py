@@ -1,4 +1,6 @@
-"""A W&B logger whose failures never fail the run: results are always written to the run folder first.
+"""W&B: a logger whose failures never fail the run, and the sweep sent to it (table, curves, summary, artifact).
+
+Results are always written to the run folder first.
 
 No API key, no network, a service outage, or an error while logging: the logger warns once, switches to offline
 mode if it was online, and if W&B cannot run at all it turns into a no-op for the rest of the run.
@@ -7,11 +9,12 @@ mode if it was online, and if W&B cannot run at all it turns into a no-op for th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lightning.fabric.loggers.logger import _DummyExperiment
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -108,3 +111,72 @@ class ResilientWandbLogger(WandbLogger):
         """Close the W&B run (each job of a multirun must, or the next job's metrics join it)."""
         if self._experiment is not None and not isinstance(self._experiment, _DummyExperiment):
             self._guard("finishing the run", self._experiment.finish)
+
+
+def log_sweep(loggers: Sequence[Logger], rows: Sequence[Mapping[str, float]], summary: dict[str, Any],
+              figure: Path | None = None, checkpoint: Path | None = None) -> None:
+    """Send the sweep to the run's loggers (never from ``self.log``: Lightning forbids it after fitting).
+
+    W&B gets the sweep table, charts of the curve (the average and each shift against the reference), the
+    logit-axes figure, the headline numbers in the run summary and, optionally, the chosen-alpha checkpoint as a
+    model artifact; other loggers get one metrics row per alpha.
+
+    Args:
+        loggers: The run's loggers.
+        rows: One row per alpha.
+        summary: The sweep summary.
+        figure: The run's ``curve.png`` (logged to W&B as an image when it exists).
+        checkpoint: A checkpoint to upload to W&B as an artifact (``None``: none).
+    """
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            log_wandb(logger.experiment, rows, summary, figure, checkpoint)
+        else:
+            for i, row in enumerate(rows):
+                logger.log_metrics({f"wiseft/{k}": v for k, v in row.items()}, step=i)
+            logger.save()
+
+
+def log_wandb(run: Any, rows: Sequence[Mapping[str, float]], summary: dict[str, Any], figure: Path | None = None,
+              checkpoint: Path | None = None) -> None:
+    """Log a sweep to a W&B run (see :func:`log_sweep`)."""
+    import wandb
+
+    columns = list(rows[0])
+    data = [[row[c] for c in columns] for row in rows]
+    table = wandb.Table(columns=columns, data=data)
+    ref = summary["columns"]["reference"]
+    shifts = list(summary["columns"]["shifts"])
+    payload: dict[str, Any] = {"wiseft/sweep": table}
+    if "avg_shifts" in columns:
+        payload["wiseft/curve"] = wandb.plot.line(table, x=ref, y="avg_shifts",
+                                                  title="WiSE-FT: avg shift vs reference top-1")
+    for shift in shifts:
+        payload[f"wiseft/curve/{shift}"] = wandb.plot.line(table, x=ref, y=shift,
+                                                           title=f"WiSE-FT: {shift} vs {ref} top-1")
+    if shifts:
+        payload["wiseft/curves"] = wandb.plot.line_series(
+            xs=[row[ref] for row in rows], ys=[[row[s] for row in rows] for s in shifts], keys=shifts,
+            title=f"WiSE-FT: every shift vs {ref} top-1", xname=ref)
+    if figure is not None and Path(figure).is_file():
+        payload["wiseft/curve_logit"] = wandb.Image(str(figure), caption="robustness vs accuracy, logit axes")
+    run.log(payload)
+    # The curve as history too, against alpha: browsable in `wandb leet` and as ordinary line charts.
+    run.define_metric("wiseft/alpha", hidden=True)
+    run.define_metric("wiseft/by_alpha/*", step_metric="wiseft/alpha")
+    for row in rows:
+        run.log({"wiseft/alpha": row["alpha"], **{f"wiseft/by_alpha/{c}": v for c, v in row.items() if c != "alpha"}})
+    headline: dict[str, Any] = {f"wiseft/{key}/{col}": value for key in ("zeroshot", "finetuned", "chosen")
+                                for col, value in summary[key].items()}
+    headline["wiseft/chosen_alpha"] = summary["chosen_alpha"]
+    headline["wiseft/selected_on"] = summary["selected_on"]
+    for col, alpha in summary["optimal_alpha"].items():
+        headline[f"wiseft/optimal_alpha/{col}"] = alpha
+        headline[f"wiseft/optimal/{col}"] = summary["optimal"][col]
+    run.summary.update(headline)
+    if checkpoint is not None:
+        artifact = wandb.Artifact(name=f"wiseft-{run.id}", type="model",
+                                  metadata={"alpha": summary["chosen_alpha"], "selected_on": summary["selected_on"],
+                                            "chosen": summary["chosen"]})
+        artifact.add_file(str(checkpoint))
+        run.log_artifact(artifact, aliases=["chosen", f"alpha-{summary['chosen_alpha']:g}"])

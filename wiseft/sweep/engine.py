@@ -3,8 +3,8 @@
 The reference implementation rebuilds the interpolated model for one alpha, then runs the whole evaluation
 (decoding and transforming every image again) before moving to the next alpha, so a sweep of N alphas decodes
 each image N times. Here decoded batches are held in a bounded cache (a *block*, on the evaluation device); every
-alpha's model is written into the module in place (:func:`~wiseft.interpolate.interpolate_into`) and run over the
-block before the next block is decoded. A sweep then costs one decode, N forward passes, and N in-place
+alpha's model is written into the module in place (:func:`~wiseft.methods.interpolate.interpolate_into`) and run
+over the block before the next block is decoded. A sweep then costs one decode, N forward passes, and N in-place
 interpolations per block (one fewer when consecutive blocks visit the grid in opposite directions).
 """
 
@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 import torch
+from torch.utils.data import DataLoader
 
 from wiseft.data.projection import ClassProjection
-from wiseft.interpolate import StateDict, interpolate_into
+from wiseft.methods.interpolate import StateDict, interpolate_into
+from wiseft.runtime.distributed import Reduce, no_reduce
+from wiseft.sweep.summary import Columns, Row, rows_from_counts, sweep_alphas
 
 #: Default bound on the decoded images held at once (bytes).
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -74,7 +77,7 @@ def weight_sweep_counts(
         forward_context: Entered around forward passes (e.g. the trainer's autocast).
         on_batch: Called with the number of images of each decoded batch (progress reporting).
         done: Loader index -> its ``(len(grid), 2)`` counts from an earlier, interrupted sweep: those loaders are
-            not read again (a resumable sweep, see :mod:`wiseft.sweep_progress`).
+            not read again (a resumable sweep, see :mod:`wiseft.sweep.progress`).
         on_dataset: Called with a loader's index and its final ``(len(grid), 2)`` CPU counts as soon as every
             alpha has been evaluated on all of its images.
 
@@ -138,3 +141,49 @@ def weight_sweep_counts(
     finally:
         model.train(was_training)
     return counts.cpu()
+
+
+def run_sweep(
+    model: torch.nn.Module,
+    theta_0: StateDict,
+    theta_1: StateDict,
+    alphas: Sequence[float],
+    loaders: Mapping[str, DataLoader],
+    columns: Columns,
+    device: torch.device | str = "cpu",
+    on_row: Callable[[Row], None] | None = None,
+    *,
+    reduce: Reduce = no_reduce,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> list[Row]:
+    """Evaluate ``(1 - alpha) * theta_0 + alpha * theta_1`` on every loader for every alpha.
+
+    Each image is decoded once for the whole grid (see :mod:`wiseft.sweep.engine`). ``model``'s weights are
+    overwritten; the caller restores them. Under several processes, each passes its own unpadded shard of every
+    dataset and ``reduce`` sums the integer counts, so the accuracies are exactly those of one process.
+
+    Args:
+        model: Module whose state dict has the keys of ``theta_0``.
+        theta_0: Zero-shot weights.
+        theta_1: Fine-tuned weights.
+        alphas: Mixing coefficients (evaluated as :func:`sweep_alphas`).
+        loaders: Column name -> loader, for every column of ``columns``.
+        columns: Roles of the columns.
+        device: Where to evaluate.
+        on_row: Called with each finished row (progress reporting).
+        reduce: Sums a counts tensor over processes.
+        cache_bytes: Bound on the decoded images held at once.
+        forward_context: Entered around forward passes (e.g. the trainer's autocast).
+
+    Returns:
+        One row per alpha: ``alpha``, each dataset's top-1 and the averages.
+    """
+    grid = sweep_alphas(alphas)
+    counts = weight_sweep_counts(model, theta_0, theta_1, grid, [loaders[c] for c in columns.all], device,
+                                 cache_bytes=cache_bytes, forward_context=forward_context)
+    rows = rows_from_counts(grid, reduce(counts.to(device)).cpu(), columns)
+    if on_row is not None:
+        for row in rows:
+            on_row(row)
+    return rows
