@@ -14,6 +14,7 @@ import torch
 
 from tests.conftest import compose_cfg
 from wiseft.pipeline.train import train
+from wiseft.review.results import read_rows
 from wiseft.toy.world import LABELLED_DOMAINS, SHIFT_DOMAINS, world_id
 
 CHANCE = 10.0  # ten classes, balanced in every domain
@@ -33,7 +34,7 @@ def _run_default(data_dir: Path, out: Path, overrides: list[str]) -> list[dict[s
         out,
     )
     train(cfg)
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return read_rows(out)  # WiSE-FT's rows
 
 
 @pytest.fixture(scope="module")
