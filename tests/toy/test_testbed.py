@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import compose_cfg
 from wiseft.errors import ConfigError
-from wiseft.robustness import SHIPPED_TABLES, logit, sigmoid
+from wiseft.robustness import SHIPPED_TABLES, load_baselines, logit, resolve_baselines, sigmoid
+from wiseft.robustness import main as robustness_main
 from wiseft.toy import testbed
 from wiseft.toy.testbed import (
     REFERENCE,
+    SHIPPED_MODELS,
     SMOKE_TESTBED,
     StandardModel,
     fit_testbed,
@@ -19,7 +22,7 @@ from wiseft.toy.testbed import (
     ship,
     training_subset,
 )
-from wiseft.toy.world import SHIFT_DOMAINS
+from wiseft.toy.world import SHIFT_DOMAINS, world_id
 
 COLUMNS = [REFERENCE, *SHIFT_DOMAINS]
 
@@ -35,6 +38,23 @@ def test_rebuilding_a_small_testbed_gives_the_same_table(tmp_path: Path, tiny_wo
     # A rerun into the same folder reads the cached rows instead of training.
     (tmp_path / "a" / "testbed.csv").unlink()
     assert run_testbed(SMOKE_TESTBED, tmp_path / "a", seed=0, **kwargs).read_bytes() == second.read_bytes()
+
+
+def test_command_writes_table_fits_and_figure(tmp_path: Path, tiny_world: Path, tiny_scale: float) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"alpha": a, REFERENCE: 40.0 + 30 * a, **{d: 50.0 - 10 * a for d in (*SHIFT_DOMAINS, "avg_shifts")}}
+            for a in (0.0, 0.5, 1.0)]
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    argv = ["--preset", "smoke", "--world-root", str(tiny_world.parent), "--world-scale", str(tiny_scale),
+            "--out", str(out), "--run", str(run)]
+    assert testbed.main(argv) == 0
+    fits = json.loads((out / "fits.json").read_text())
+    assert set(fits["fits"]) == {*SHIFT_DOMAINS, "avg_shifts"} and fits["provenance"]["models"] == len(SMOKE_TESTBED)
+    assert fits["provenance"]["command"] == f"python -m wiseft.toy.testbed --preset smoke --seed 0 --threads 1 " \
+        f"--world-seed 0 --world-scale {tiny_scale:g}"
+    assert (out / "testbed.png").stat().st_size > 10_000
 
 
 def test_training_subsets_are_class_balanced_and_nested() -> None:
@@ -88,12 +108,49 @@ def test_ship_adds_the_toy_table_and_keeps_the_others(tmp_path: Path) -> None:
     assert shipped["toy"]["fits"]["v2"]["w"] == 0.8 and models.read_bytes() == table.read_bytes()
 
 
+def test_shipped_toy_table_is_the_fit_of_the_shipped_testbed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shipped = json.loads(SHIPPED_TABLES.read_text())["toy"]
+    prov = shipped["provenance"]
+    refit = fit_testbed(SHIPPED_MODELS, prov["set_sizes"])
+    assert refit["fits"] == shipped["fits"]
+    assert prov["models"] >= 20 and prov["seed"] == 0 and prov["threads"] == 1
+    # Without 0/100 % accuracies, the generic CLI fits the same constants from the same CSV.
+    if not prov["zero_or_full_corrected"]:
+        robustness_main(["fit", str(SHIPPED_MODELS), "--reference", REFERENCE, "--shifts", ",".join(SHIFT_DOMAINS),
+                         "--out", str(tmp_path / "fits.json")])
+        fits = load_baselines(str(tmp_path / "fits.json")).fits
+        assert {k: (round(f.w, 4), round(f.b, 4)) for k, f in fits.items()} == \
+            {k: (f["w"], f["b"]) for k, f in shipped["fits"].items()}
+
+
+
+def test_shipped_tables_keep_their_layout() -> None:
+    # --ship rewrites the whole file: it must lay out the tables it did not change exactly as they were.
+    text = SHIPPED_TABLES.read_text()
+    assert testbed._format_tables(json.loads(text)) == text
+
+def test_shipped_toy_table_was_fitted_on_the_current_world() -> None:
+    fitted_on = json.loads(SHIPPED_TABLES.read_text())["toy"]["provenance"]["world"]
+    assert fitted_on == world_id(0, 1.0), (
+        f"the toy world's generator changed since the baseline was fitted ({fitted_on}, now {world_id(0, 1.0)}): "
+        "rerun `python -m wiseft.toy.testbed --ship` (see README, effective robustness on the toy)")
+
+
+def test_default_job_uses_the_toy_baselines(tmp_path: Path) -> None:
+    cfg = compose_cfg([], tmp_path)
+    assert cfg.robustness.fits == "toy"
+    fits = resolve_baselines(cfg.robustness, cfg.data.reference.name, list(cfg.data.shifts))
+    assert set(fits) == {*SHIFT_DOMAINS, "avg_shifts"}
+    # Leaving the toy recipe (the ImageNet recipes) keeps the published ImageNet fits.
+    assert compose_cfg(["experiment=vit_b32_e2e"], tmp_path).robustness.fits == "imagenet"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--threads", "0"], "--threads must be at least 1"),
         (["--models", "nope"], "--models: 'nope' is not in the default preset"),
-        (["--preset", "smoke", "--ship"], "--ship ships the full default testbed"),
+        (["--preset", "smoke", "--ship"], "--ship ships the full default testbed on the default world"),
         (["--world-scale", "-1"], "--world-scale must be positive"),
     ],
 )

@@ -36,6 +36,8 @@ import timm
 import torch
 import torch.nn.functional as F
 import torchvision
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torchvision.transforms import v2
@@ -43,7 +45,17 @@ from torchvision.transforms.v2 import functional as TF
 
 from wiseft.errors import ConfigError, TrainingError, WiseftError
 from wiseft.io import atomic_write_text
-from wiseft.robustness import AVG_SHIFTS, SHIPPED_TABLES, BaselineTable, fit_table, logit, read_model_table
+from wiseft.plots import save_figure
+from wiseft.results import read_rows
+from wiseft.robustness import (
+    AVG_SHIFTS,
+    SHIPPED_TABLES,
+    BaselineTable,
+    LinearFit,
+    fit_table,
+    logit,
+    read_model_table,
+)
 from wiseft.toy.domains import SHIFT_DOMAINS
 from wiseft.toy.model import load_image_folder
 from wiseft.toy.vocab import CLASSNAMES
@@ -193,7 +205,7 @@ DEFAULT_TESTBED: tuple[StandardModel, ...] = (
     StandardModel("test_vit", 10),
     StandardModel("test_vit2", 5, 0.5, "none"),
     StandardModel("squeezenet1_1", 5),
-    StandardModel("squeezenet1_1", 20, 1.0, "trivial"),
+    StandardModel("squeezenet1_1", 15, 1.0, lr=1e-3),
     StandardModel("shufflenet_v2_x0_5", 3, 1.0, "none"),
     StandardModel("shufflenet_v2_x0_5", 10, 1.0, "trivial"),
     StandardModel("lcnet_050", 10),
@@ -444,8 +456,8 @@ def fit_testbed(
             shift = [float(m[column]) for m in models]
         w, b = round(fit.w, 4), round(fit.b, 4)
         quality = fit_quality(ref, shift, w, b)
-        fits[column] = {"w": w, "b": b, **({"over": list(fit.over)} if fit.over else {}),
-                        **{k: round(v, 4 if k == "r2" else 3) for k, v in quality.items()}}
+        fits[column] = {"w": w, "b": b, **{k: round(v, 4 if k == "r2" else 3) for k, v in quality.items()},
+                        **({"over": list(fit.over)} if fit.over else {})}
     prov = dict(provenance or {})
     prov.update({
         "models": len(models),
@@ -463,22 +475,87 @@ def fit_testbed(
     return {"reference": REFERENCE, "source": source, "fits": fits, "provenance": prov}
 
 
+_FLOOR = 0.3  # percent: where a 0 % accuracy (infinite logit) is drawn
+_TICKS = (0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99)
+
+
+def plot_testbed(table: str | Path, entry: Mapping[str, Any], run: str | Path | None = None) -> Figure:
+    """The robustness-vs-accuracy picture of the testbed: one logit-axes panel per shift and for their average.
+
+    Each panel shows the standard models (grey dots) and their fitted line (dashed); with ``run``, a training run's
+    folder (its ``results.jsonl``), also its WiSE-FT curve from the zero-shot (star) to the fine-tuned model
+    (diamond): effective robustness is the height above the dashed line.
+    """
+    models = read_model_table(table)
+    rows = read_rows(run) if run is not None else []
+    columns = [*SHIFT_DOMAINS, AVG_SHIFTS]
+    fig = Figure(figsize=(12.6, 8.4), dpi=100)
+    for ax, col in zip(fig.subplots(2, 3).ravel(), columns, strict=True):
+        fit = LinearFit(entry["fits"][col]["w"], entry["fits"][col]["b"])
+        xs = [float(m[REFERENCE]) for m in models] + [r[REFERENCE] for r in rows]
+        x0, x1 = max(min(xs) - 5.0, 0.5), min(max(xs) + 5.0, 99.5)
+        grid = [x0 + (x1 - x0) * i / 100 for i in range(101)]
+        line = [fit.baseline(x) for x in grid]
+        ys = [float(m[col]) for m in models] + [r[col] for r in rows] + line
+        y0, y1 = max(min(ys) * 0.8, 0.5 * _FLOOR), min(max(ys) + 5.0, 99.5)
+        ax.set_xscale("logit")
+        ax.set_yscale("logit")
+        ax.plot([g / 100 for g in grid], [v / 100 for v in line], "--", color="0.3", lw=1.3,
+                label=f"standard models' fit (R$^2$ {entry['fits'][col]['r2']:.2f})")
+        ax.plot([g / 100 for g in grid], [g / 100 for g in grid], ":", color="0.6", lw=1, label="y = x")
+        ax.scatter([max(float(m[REFERENCE]), _FLOOR) / 100 for m in models],
+                   [max(float(m[col]), _FLOOR) / 100 for m in models], s=14, color="0.45", zorder=3,
+                   label=f"standard models ({len(models)})")
+        if rows:
+            ax.plot([r[REFERENCE] / 100 for r in rows], [r[col] / 100 for r in rows], "-o", ms=3, color="tab:purple",
+                    zorder=4, label="WiSE-FT, alpha 0 to 1")
+            for row, marker, size in ((rows[0], "*", 150), (rows[-1], "D", 45)):
+                ax.scatter([row[REFERENCE] / 100], [row[col] / 100], marker=marker, s=size, color="tab:purple",
+                           zorder=5)
+        ax.set_xlim(x0 / 100, x1 / 100)
+        ax.set_ylim(y0 / 100, y1 / 100)
+        for axis, lo, hi in ((ax.xaxis, x0, x1), (ax.yaxis, y0, y1)):
+            axis.set_major_locator(FixedLocator([t / 100 for t in _TICKS if lo <= t <= hi]))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}"))
+            axis.set_minor_locator(NullLocator())
+        ax.set_title("average over the five shifts" if col == AVG_SHIFTS else col, fontsize=10)
+        ax.set_xlabel(f"{REFERENCE} (reference) top-1 (%)", fontsize=8)
+        ax.set_ylabel("top-1 (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Toy world: robustness vs accuracy of standard models trained on the reference split (logit axes)",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
 def _format_tables(tables: Mapping[str, Mapping[str, Any]]) -> str:
-    """The shipped JSON, one fit per line (as the file has always been laid out), everything else indented."""
+    """The shipped JSON as the file has always been laid out: one fit per line (wrapped at 120 characters, continued
+    under its first key), other mappings one entry per line."""
 
-    def block(value: Any, indent: str) -> str:
-        return json.dumps(value, indent=2).replace("\n", "\n" + indent)
-
-    parts = []
-    for name, table in tables.items():
-        fields = []
-        for key, value in table.items():
-            if key == "fits":
-                lines = ",\n".join(f"      {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-                fields.append(f'    "fits": {{\n{lines}\n    }}')
+    def fit_lines(name: str, fit: Mapping[str, Any]) -> str:
+        head = f"      {json.dumps(name)}: {{"
+        pieces = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in fit.items()]
+        lines, line = [], head + pieces[0]
+        for piece in pieces[1:]:
+            if len(line) + len(piece) + 3 > 120:  # ", " now and "}," or "," at the end
+                lines.append(line + ",")
+                line = " " * len(head) + piece
             else:
-                fields.append(f"    {json.dumps(key)}: {block(value, '    ')}")
-        parts.append(f"  {json.dumps(name)}: {{\n" + ",\n".join(fields) + "\n  }")
+                line += ", " + piece
+        return "\n".join([*lines, line + "}"])
+
+    def field(key: str, value: Any) -> str:
+        if key == "fits":
+            return '    "fits": {\n' + ",\n".join(fit_lines(k, v) for k, v in value.items()) + "\n    }"
+        if isinstance(value, Mapping):
+            inner = ",\n".join(f"      {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            return f"    {json.dumps(key)}: {{\n{inner}\n    }}"
+        return f"    {json.dumps(key)}: {json.dumps(value)}"
+
+    parts = [f"  {json.dumps(name)}: {{\n" + ",\n".join(field(k, v) for k, v in table.items()) + "\n  }"
+             for name, table in tables.items()]
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
@@ -507,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ship", action="store_true",
                         help=f"write the fits as the '{TABLE_NAME}' table of {SHIPPED_TABLES.name} (and the model "
                              f"table as {SHIPPED_MODELS.name}); only for the default preset on the default world")
+    parser.add_argument("--run", default=None,
+                        help="a training run's folder: draw its WiSE-FT curve on testbed.png with the standard models")
     parser.add_argument("--list", action="store_true", help="print the preset's model names and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
@@ -526,9 +605,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--threads must be at least 1, got {args.threads}")
         if not args.world_scale > 0:
             raise ConfigError(f"--world-scale must be positive, got {args.world_scale}")
-        if args.ship and (args.preset != "default" or args.models or args.world_scale != 1.0):
-            raise ConfigError("--ship ships the full default testbed on the full world only "
-                              "(drop --preset/--models/--world-scale)")
+        if args.ship and (args.preset != "default" or args.models or (args.world_seed, args.world_scale) != (0, 1.0)):
+            raise ConfigError("--ship ships the full default testbed on the default world only "
+                              "(drop --preset/--models/--world-seed/--world-scale)")
+        if args.run is not None and not (Path(args.run) / "results.jsonl").is_file():
+            raise ConfigError(f"--run: '{args.run}' has no results.jsonl (pass a finished training run's folder)")
         torch.set_num_threads(args.threads)
         table = run_testbed(specs, args.out, args.seed, args.world_root, args.world_seed, args.world_scale)
         # The arguments the table depends on, not the local --out/--world-root.
@@ -547,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = {REFERENCE: counts[("reference", "test")], **{d: counts[(d, None)] for d in SHIFT_DOMAINS}}
         entry = fit_testbed(table, sizes, provenance)
         atomic_write_text(Path(args.out) / "fits.json", json.dumps(entry, indent=2) + "\n")
+        save_figure(plot_testbed(table, entry, args.run), Path(args.out) / "testbed.png")
         if args.ship:
             ship(entry, table)
     except WiseftError as err:
