@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.sweep_helpers import make_data
+from wiseft.review.results import read_curves
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +66,8 @@ def _single_process_rows(run: Path, data: Path):
     dm.set_transforms(bundle.eval_transform, bundle.eval_transform)
     sets = dm.eval_sets
     columns = Columns(sets[0].name, sets[1].name, tuple(s.name for s in sets[2:]))
-    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
-    expected = run_sweep(model, theta_0, theta_1, [r["alpha"] for r in rows],
+    rows = read_curves(run)  # method -> rows, as run_sweep returns them
+    expected = run_sweep(model, theta_0, theta_1, [r["alpha"] for r in rows["wiseft"]],
                          {s.name: dm.eval_loader(s) for s in sets}, columns)
     return rows, expected, theta_0, theta_1
 
@@ -84,7 +85,15 @@ def test_two_processes_train_and_evaluate_exactly_like_one(tmp_path, mode):
     _run(_overrides(data, *extra), tmp_path)
 
     rows, expected, theta_0, theta_1 = _single_process_rows(run, data)
-    assert rows == expected  # exact: the same integer counts
+    if mode == "e2e":
+        assert rows == expected  # exact: the same integer counts
+    else:
+        # The linear path sweeps cached logits, this check re-runs the encoder: the same predictions (top-1 exact),
+        # the same confidences up to float rounding (ECE, NLL).
+        assert {m: [{k: v for k, v in r.items() if not k.startswith(("ece_", "nll_"))} for r in rs]
+                for m, rs in rows.items()} == {m: [{k: v for k, v in r.items() if not k.startswith(("ece_", "nll_"))}
+                                                   for r in rs] for m, rs in expected.items()}
+        assert rows == {m: [pytest.approx(r, abs=1e-4) for r in rs] for m, rs in expected.items()}
     summary = json.loads((run / "summary.json").read_text())
     # Odd-sized sets (9 and 9 and 9 and 6 images over 2 processes): every image counted once.
     assert summary["num_examples"] == {"reference_val": 9, "reference": 9, "shift_full": 9, "shift_sub": 6}
@@ -114,12 +123,13 @@ def _check_multirun(sweep: Path, tmp: Path, wandb: bool) -> None:
         folder = sweep / job
         assert (folder / "summary.json").is_file()
         assert not [f for f in _files(folder) if "ddp_process" in f]
-        assert len((folder / "results.jsonl").read_text().splitlines()) == 2
+        assert {method: len(rows) for method, rows in read_curves(folder).items()} == {"wiseft": 2, "ensemble": 2}
         lrs.append((folder / ".hydra" / "overrides.yaml").read_text())
         if wandb:
             runs = list((folder / "wandb").glob("offline-run-*"))
-            assert len(runs) == 1, runs  # one W&B run per job, not one per rank nor one for all jobs
-            assert len(list(runs[0].rglob("sweep_*.table.json"))) == 1
+            # One W&B run per job and method (WiSE-FT, output ensemble), not one per rank nor one for all jobs.
+            assert len(runs) == 2, runs
+            assert [len(list(r.rglob("sweep_*.table.json"))) for r in runs] == [1, 1]
     assert "finetune.lr=0.001" in lrs[0] and "finetune.lr=0.0001" in lrs[1]
     assert not (tmp / "logs").exists()
 

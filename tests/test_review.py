@@ -245,13 +245,14 @@ def test_hydra_multirun_shares_a_wandb_group_and_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = write_report(sweep_dir)
     assert [j["params"] for j in summary["jobs"]] == [{"finetune.lr": 1e-3}, {"finetune.lr": 3e-2}]
-    groups, names = [], []
+    groups, names = set(), set()
     for i in range(2):
-        [log_file] = run_files(sweep_dir / str(i))
-        [run] = [r["run"] for r in read_records(log_file) if r["type"] == "run"]
-        groups.append(run.get("run_group"))
-        names.append(run.get("display_name"))
-    assert groups == [sweep_dir.name] * 2 and names == [f"{sweep_dir.name}/0", f"{sweep_dir.name}/1"]
+        for log_file in run_files(sweep_dir / str(i)):  # one W&B run per method
+            [run] = [r["run"] for r in read_records(log_file) if r["type"] == "run"]
+            groups.add(run.get("run_group"))
+            names.add(run.get("display_name"))
+    assert groups == {sweep_dir.name}
+    assert names == {f"{sweep_dir.name}/{i}{method}" for i in range(2) for method in ("", "/ensemble")}
 
 
 def test_optuna_search_config_composes():
