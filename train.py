@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 import wiseft.config.schema  # noqa: F401  (registers the config schemas)
 from wiseft.config.preflight import preflight, report_and_exit
 from wiseft.errors import RunInterrupted, WiseftError
+from wiseft.pipeline.hydra_checks import exit_like_bad_input
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -27,4 +28,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    exit_like_bad_input(main)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from wiseft.config.schema import DataConfig, DatasetSpec, WiseftConfig, _typed
+from wiseft.config.schema import DataConfig, DatasetSpec, EvaluateJobConfig, WiseftConfig, _typed, typed_top_level
 from wiseft.config.secrets import redacted_config
 from wiseft.config.targets import check_targets
 from wiseft.data.datamodule import WiSEFTDataModule
@@ -54,6 +54,8 @@ def _read(path: Any, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     if not path:
         raise ConfigError(f"{key}: give a classifier checkpoint (.safetensors), e.g. "
                           f"{key}=<run>/checkpoints/{'finetuned' if key == 'finetuned' else 'zeroshot'}.safetensors")
+    if not Path(str(path)).expanduser().is_file():
+        raise CheckpointError(f"{key}: checkpoint '{path}' does not exist")
     state, meta = load_weights(Path(str(path)).expanduser())
     for needed in ("model", "classnames"):
         if needed not in meta:
@@ -68,6 +70,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
         ``avg_ref_shifts`` at the chosen alpha (the reference accuracy when there are no shifts), like ``train``.
     """
     check_targets(cfg)
+    typed_top_level(cfg, EvaluateJobConfig)
     data = _typed("data", DataConfig, cfg.data)
     data.shifts = {name: _typed(f"data.shifts.{name}", DatasetSpec, node) for name, node in data.shifts.items()}
     wiseft = _typed("wiseft", WiseftConfig, cfg.wiseft)
