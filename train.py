@@ -10,6 +10,7 @@ import wiseft.config.schema  # noqa: F401  (registers the config schemas)
 from wiseft.config.preflight import preflight, report_and_exit
 from wiseft.errors import RunInterrupted, WiseftError
 from wiseft.pipeline.hydra_checks import exit_like_bad_input
+from wiseft.runtime.terminal import configure_warnings
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -28,4 +29,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    configure_warnings()
     exit_like_bad_input(main)

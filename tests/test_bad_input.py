@@ -147,6 +147,8 @@ TOP_LEVEL_CASES = [
     (["seed=abc"], ConfigError, "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     (["seed=1.5"], ConfigError, "seed: Value '1.5' of type 'float' could not be converted to Integer"),
     (["auto_resume=maybe"], ConfigError, "auto_resume: Value 'maybe' is not a valid bool (type str)"),
+    (["log_level=LOUD"], ConfigError,
+     "log_level: must be one of ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'), got 'LOUD'"),
     (["ckpt_path=/nowhere/last.ckpt"], CheckpointError, "ckpt_path: checkpoint '/nowhere/last.ckpt' does not exist"),
 ]
 WEIGHTS_CASES = [

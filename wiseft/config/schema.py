@@ -20,6 +20,12 @@ from wiseft.errors import ConfigError
 DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 FINETUNE_MODES = ("e2e", "linear")
 VERIFY_MODES = ("off", "error", "skip")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> None:
+    if value.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level: must be one of {LOG_LEVELS}, got '{value}'")
 
 
 def _positive(key: str, value: float) -> None:
@@ -219,13 +225,17 @@ class JobConfig:
         seed: Seeds fine-tuning (order, augmentation, held-out split).
         ckpt_path: A Lightning checkpoint to start from, into a new run folder.
         auto_resume: Continue from the newest checkpoint in the run folder when relaunched into it.
+        log_level: The lowest level of log lines shown on the terminal besides wiseft's own progress lines
+            (``train.log`` always gets INFO).
     """
 
     seed: int = 0
     ckpt_path: str | None = None
     auto_resume: bool = True
+    log_level: str = "WARNING"
 
     def __post_init__(self) -> None:
+        _log_level(self.log_level)
         if self.ckpt_path is not None and not self.ckpt_path.strip():
             raise ConfigError("ckpt_path: empty; give a checkpoint file or null")
 
@@ -238,6 +248,10 @@ class EvaluateJobConfig:
     zeroshot: str | None = None
     device: str = "auto"
     seed: int = 0
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        _log_level(self.log_level)
 
 
 @dataclass

@@ -272,6 +272,6 @@ def build_clip(
     check_activation(model, source.quick_gelu, source.name)
     tokenizer = open_clip.get_tokenizer(source.name, **dict(tokenizer_kwargs or {}))
     model.eval()
-    log.info("built open_clip model %s (pretrained=%s, quick_gelu=%s)", source.name, source.tag or source.checkpoint,
+    log.debug("built open_clip model %s (pretrained=%s, quick_gelu=%s)", source.name, source.tag or source.checkpoint,
              source.quick_gelu)
     return ClipBundle(model, train_transform, eval_transform, tokenizer)

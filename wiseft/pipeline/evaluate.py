@@ -27,6 +27,7 @@ from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.export import export_state
 from wiseft.models.factory import build_clip
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
+from wiseft.review.console import print_final_summary
 from wiseft.review.results import CURVE_PNG, plot_curve, write_rows, write_summary
 from wiseft.review.robustness import add_effective_robustness, resolve_baselines
 from wiseft.review.wandb import log_sweep
@@ -123,7 +124,8 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
 
         def report(row: Row) -> None:
             advance(1)
-            log.info("alpha=%.2f  %s", row["alpha"], "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
+            # Into the log file: the terminal gets the table the run ends with.
+            log.debug("alpha=%.2f  %s", row["alpha"], "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
 
         rows = run_sweep(classifier, theta_0, theta_1, wiseft.alphas, loaders, columns, device, report)
     rows = [add_effective_robustness(row, columns.reference, baselines) for row in rows]
@@ -151,6 +153,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
     write_summary(summary, out_dir)  # last: its presence marks a finished sweep
     _log(cfg, rows, summary, out_dir / CURVE_PNG,
          chosen_path if wiseft.upload_checkpoint and wiseft.save_checkpoints else None)
+    print_final_summary(summary, out_dir)
     chosen_row = summary["chosen"]
     return float(chosen_row.get("avg_ref_shifts", chosen_row[columns.reference]))
 

@@ -79,10 +79,12 @@ class CheckBeforeRunFolder(Callback):
             # else: the value may need what only the job has; train() checks again
         except (WiseftError, PermissionError) as err:
             report_and_exit(err)
+        _import_lightning()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _started
         _started = True
+        _import_lightning()
 
     @staticmethod
     def _check(config: DictConfig, run_dir: str | None) -> None:
@@ -91,7 +93,13 @@ class CheckBeforeRunFolder(Callback):
             return
         preflight(config, run_dir)  # no torch yet: bad config values fail in about a second
         if run_dir is not None:
+            _import_lightning()  # before the checks build a Trainer: its log lines printed once, filtered
             from wiseft.pipeline.checks import check_job, remember
 
             remember(run_dir, check_job(_job_config(config, str(run_dir)), run_dir))
 
+
+def _import_lightning() -> None:
+    from wiseft.runtime.terminal import route_lightning_logs
+
+    route_lightning_logs()

@@ -7,9 +7,11 @@ import logging
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from wiseft.config.schema import Settings
 from wiseft.config.secrets import redacted_config
 from wiseft.data.features import FeatureDataModule
 from wiseft.errors import RunInterrupted
@@ -20,16 +22,29 @@ from wiseft.models.module import WiSEFTModule
 from wiseft.models.performance import apply_performance_options
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
 from wiseft.pipeline.checks import build_trainer, checked_job, configured_callbacks, instantiate_group
+from wiseft.review.console import print_final_summary, shown_path
 from wiseft.review.wandb import ResilientWandbLogger
 from wiseft.runtime.exact_resume import ReloadTrainData, StepSeed
 from wiseft.runtime.guards import FiniteLossGuard
 from wiseft.runtime.launch import distributed_job
 from wiseft.runtime.preemption import ResumeCheckpoint
+from wiseft.runtime.terminal import route_lightning_logs
 from wiseft.sweep.callback import WiSEFTSweep
+from wiseft.sweep.summary import sweep_alphas
 
 log = logging.getLogger(__name__)
 
 SKIPPED_IMAGES = "skipped_images.txt"
+
+
+def _describe(settings: Settings) -> str:
+    """One line on what the run is about to do (the first line it prints)."""
+    how = "end to end" if settings.finetune.mode == "e2e" else "head only (linear classifier)"
+    epochs = settings.finetune.epochs
+    num_sets = 2 + sum(spec.enabled for spec in settings.data.shifts.values())  # reference val and test, shifts
+    return (f"fine-tuning {settings.model.name} {how} on {settings.data.reference.name} for {epochs} "
+            f"epoch{'s' if epochs > 1 else ''}, then evaluating {len(sweep_alphas(settings.wiseft.alphas))} alphas "
+            f"on {num_sets} sets")
 
 
 def train(cfg: DictConfig) -> float:
@@ -42,6 +57,7 @@ def train(cfg: DictConfig) -> float:
         ``avg_ref_shifts`` at the chosen alpha (the objective a Hydra sweeper maximises), or the chosen row's
         reference accuracy when there are no shift sets.
     """
+    route_lightning_logs()
     job = checked_job(cfg)
     settings, datamodule, ckpt_path = job.settings, job.datamodule, job.ckpt_path
     out_dir = check_writable(cfg.paths.output_dir)  # creates the folder: after the checks, so bad input leaves none
@@ -49,6 +65,9 @@ def train(cfg: DictConfig) -> float:
     resolved = redacted_config(cfg)
     callbacks = configured_callbacks(cfg)
     ckpt_dir = out_dir / "checkpoints" / "lightning"
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this function
+        log.info(_describe(settings))
+        log.info("run folder: %s (full log: train.log)", shown_path(out_dir))
     L.seed_everything(settings.seed, workers=True)
 
     m = settings.model
@@ -99,6 +118,8 @@ def train(cfg: DictConfig) -> float:
     summary = sweep.summary
     if summary is None:  # not rank 0 of a run whose sweep was skipped, or fit interrupted
         return float("nan")
+    if trainer.is_global_zero:
+        print_final_summary(summary, out_dir)
     chosen = summary["chosen"]
     return float(chosen.get("avg_ref_shifts", chosen[summary["columns"]["reference"]]))
 
