@@ -119,7 +119,7 @@ def _one_batch_blocks(monkeypatch: pytest.MonkeyPatch, crash_after_sets: int | N
     ``crash_after_sets`` sets have been recorded. Returns the names recorded, in order."""
     import wiseft.sweep.callback as sweep_module
 
-    original = sweep_module.weight_sweep_counts
+    original = sweep_module.sweep_stats
     recorded: list[str] = []
 
     def small_blocks(*args, on_dataset=None, **kwargs):
@@ -131,7 +131,7 @@ def _one_batch_blocks(monkeypatch: pytest.MonkeyPatch, crash_after_sets: int | N
 
         return original(*args, **{**kwargs, "cache_bytes": 1}, on_dataset=record)
 
-    monkeypatch.setattr(sweep_module, "weight_sweep_counts", small_blocks)
+    monkeypatch.setattr(sweep_module, "sweep_stats", small_blocks)
     return recorded
 
 
@@ -145,7 +145,8 @@ def test_sweep_resumes_without_reevaluating_finished_sets(world, tmp_path, monke
         train(tiny_cfg(data, run, RESUMABLE))
     progress = [json.loads(line) for line in (run / "sweep_progress.jsonl").read_text().splitlines()]
     assert [p["dataset"] for p in progress] == ["reference_val", "reference"]
-    assert all(len(p["counts"]) == 3 for p in progress)  # (correct, total) for each of the 3 alphas
+    # Statistics of both methods (WiSE-FT, output ensemble) at each of the 3 alphas.
+    assert all(len(p["counts"]) == 2 and all(len(m) == 3 for m in p["counts"]) for p in progress)
     assert not (run / "summary.json").exists()
     assert_nothing_half_written(run)
 

@@ -120,6 +120,14 @@ def test_summary_table_reads_only_the_summary_keys_it_needs():
     assert lines[0].strip() == "WiSE-FT top-1 accuracy (%), alpha chosen on photo_val"
 
 
+def test_summary_table_shows_each_other_method_at_its_chosen_alpha():
+    ensemble = {"chosen_alpha": 0.7, "chosen": {**SUMMARY["chosen"], "photo": 66.25}}
+    summary = {**SUMMARY, "methods": {"wiseft": SUMMARY, "ensemble": ensemble}}
+    rows = {line[:12].strip(): line[12:].split() for line in _render(summary_table(summary))[3:]}
+    assert rows["output ens."][:2] == ["0.7", "66.2"]
+    assert "wiseft" not in rows and rows["WiSE-FT"][:2] == ["0.5", "64.5"]
+
+
 def test_summary_table_fits_an_80_column_terminal_with_five_shifts():
     shifts = ["v2", "sketch", "rendition", "objectnet", "hard"]
     row = {"alpha": 0.0, "photo": 45.65, **dict.fromkeys(shifts, 50.0), "avg_shifts": 50.0}
@@ -169,7 +177,8 @@ def test_default_run_prints_a_few_lines_once_each_and_ends_with_the_summary(defa
     proc, out = default_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line.rstrip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert len(lines) <= 15, "\n".join(lines)  # one of them: the toy world's generation, on first use only
+    # One of them: the toy world's generation, on first use only; one row per method beside WiSE-FT.
+    assert len(lines) <= 16, "\n".join(lines)
     assert len(set(lines)) == len(lines), "\n".join(lines)
     assert lines[0].startswith("generated ") and "toy-world images" in lines[0]
     assert lines[1] == ("fine-tuning toy-clip end to end on photo for 1 epoch, then evaluating 3 alphas on 7 sets")

@@ -194,6 +194,10 @@ class WiseftConfig:
         batch_cache_mb: Decoded evaluation images held at once (on the evaluation device) while every alpha is
             evaluated on them; each image is decoded once per sweep whatever this is, larger means fewer
             in-place interpolations.
+        ensemble: Also evaluate the output-space ensemble ``(1 - alpha) * logits_zeroshot + alpha *
+            logits_finetuned`` over the same grid (the paper's comparison; no extra forward pass).
+        calibration_bins: Bins of the expected calibration error reported next to top-1 (``ece_*``, with the NLL
+            in ``nll_*``); 0 reports top-1 only.
     """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
@@ -201,6 +205,8 @@ class WiseftConfig:
     save_checkpoints: bool = True
     upload_checkpoint: bool = False
     batch_cache_mb: int = 1024
+    ensemble: bool = True
+    calibration_bins: int = 15
 
     def __post_init__(self) -> None:
         if not self.alphas:
@@ -215,6 +221,8 @@ class WiseftConfig:
             raise ConfigError(f"wiseft.batch_cache_mb: must be positive, got {self.batch_cache_mb}")
         if self.select_on not in ("val", "reference"):
             raise ConfigError(f"wiseft.select_on: must be 'val' or 'reference', got '{self.select_on}'")
+        if self.calibration_bins < 0:
+            raise ConfigError(f"wiseft.calibration_bins: must be 0 (off) or positive, got {self.calibration_bins}")
 
 
 @dataclass

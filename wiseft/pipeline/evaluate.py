@@ -28,13 +28,13 @@ from wiseft.models.export import export_state
 from wiseft.models.factory import build_clip
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
 from wiseft.review.console import print_final_summary
-from wiseft.review.results import CURVE_PNG, plot_curve, write_rows, write_summary
+from wiseft.review.results import CURVE_PNG, PRIMARY, plot_curve, write_rows, write_summary
 from wiseft.review.robustness import add_effective_robustness, resolve_baselines
 from wiseft.review.wandb import log_sweep
 from wiseft.runtime.progress_bars import step
 from wiseft.sweep.callback import CHOSEN_CKPT
 from wiseft.sweep.engine import run_sweep
-from wiseft.sweep.summary import Columns, Row, summarize, sweep_alphas
+from wiseft.sweep.summary import Columns, Row, summarize_methods, sweep_alphas
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +127,19 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
             # Into the log file: the terminal gets the table the run ends with.
             log.debug("alpha=%.2f  %s", row["alpha"], "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
 
-        rows = run_sweep(classifier, theta_0, theta_1, wiseft.alphas, loaders, columns, device, report)
-    rows = [add_effective_robustness(row, columns.reference, baselines) for row in rows]
-    summary = summarize(rows, columns, wiseft.select_on)
+        curves = run_sweep(classifier, theta_0, theta_1, wiseft.alphas, loaders, columns, device, report,
+                           ensemble=wiseft.ensemble, bins=wiseft.calibration_bins)
+    curves = {name: [add_effective_robustness(row, columns.reference, baselines) for row in rows]
+              for name, rows in curves.items()}
+    summary = summarize_methods(curves, columns, wiseft.select_on, PRIMARY)
+    summary["calibration_bins"] = wiseft.calibration_bins
     summary["baselines"] = {col: fit.to_dict() for col, fit in baselines.items()}
     summary["checkpoints"] = {"zeroshot": str(cfg.zeroshot) if cfg.get("zeroshot") else None,
                               "finetuned": str(cfg.finetuned)}
 
-    write_rows(rows, out_dir)
+    write_rows(curves, out_dir)
     if columns.shifts:
-        plot_curve(rows, summary, out_dir / CURVE_PNG)
+        plot_curve(curves, summary, out_dir / CURVE_PNG)
     alpha = summary["chosen_alpha"]
     chosen_meta = {"model": m, "classnames": classnames, "alpha": alpha}
     chosen_path = out_dir / "checkpoints" / CHOSEN_CKPT
@@ -151,14 +154,15 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
                                  cfg.export.get("pretrained"))
             summary["export"] = {"alpha": export_alpha, **{k: str(v) for k, v in paths.items()}}
     write_summary(summary, out_dir)  # last: its presence marks a finished sweep
-    _log(cfg, rows, summary, out_dir / CURVE_PNG,
+    _log(cfg, curves, summary, out_dir / CURVE_PNG,
          chosen_path if wiseft.upload_checkpoint and wiseft.save_checkpoints else None)
     print_final_summary(summary, out_dir)
     chosen_row = summary["chosen"]
     return float(chosen_row.get("avg_ref_shifts", chosen_row[columns.reference]))
 
 
-def _log(cfg: DictConfig, rows: list[Row], summary: dict[str, Any], figure: Path, checkpoint: Path | None) -> None:
+def _log(cfg: DictConfig, curves: dict[str, list[Row]], summary: dict[str, Any], figure: Path,
+         checkpoint: Path | None) -> None:
     import hydra
     from lightning.pytorch.loggers import WandbLogger
 
@@ -167,7 +171,7 @@ def _log(cfg: DictConfig, rows: list[Row], summary: dict[str, Any], figure: Path
     try:
         for logger in loggers:
             logger.log_hyperparams(redacted_config(cfg))
-        log_sweep(loggers, rows, summary, figure, checkpoint)
+        log_sweep(loggers, curves, summary, figure, checkpoint)
     except Exception as err:  # the results are on disk already; a logging service must not fail the run
         log.warning("could not send the sweep to the loggers (%s); results are in %s", err, figure.parent)
     finally:

@@ -91,7 +91,8 @@ def train(cfg: DictConfig) -> float:
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=job.baselines,
                         upload_checkpoint=settings.wiseft.upload_checkpoint,
-                        cache_bytes=settings.wiseft.batch_cache_mb << 20)
+                        cache_bytes=settings.wiseft.batch_cache_mb << 20, ensemble=settings.wiseft.ensemble,
+                        calibration_bins=settings.wiseft.calibration_bins)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]

@@ -29,6 +29,8 @@ RUN_FILES: tuple[tuple[str, str], ...] = (
     ("evaluate.log", ""),
 )
 AVG_SHIFTS = "avg_shifts"
+#: Row names of the methods swept beside WiSE-FT, short enough to leave the columns readable at 80 characters.
+SHORT_LABELS = {"ensemble": "output ens."}
 
 
 def result_columns(summary: Mapping[str, Any]) -> list[str]:
@@ -56,6 +58,9 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
     table.add_row("zero-shot", "0", *cells(summary["zeroshot"]))
     table.add_row("fine-tuned", "1", *cells(summary["finetuned"]))
     table.add_row("WiSE-FT", f"{summary['chosen_alpha']:g}", *cells(summary["chosen"]), style="bold")
+    for method, entry in summary.get("methods", {}).items():  # the other methods swept beside WiSE-FT
+        if method != "wiseft" and "chosen" in entry:
+            table.add_row(SHORT_LABELS.get(method, method), f"{entry['chosen_alpha']:g}", *cells(entry["chosen"]))
     table.add_row("optimal", "", *cells(summary["optimal"]))
     table.add_row("  at alpha", "", *(f"{summary['optimal_alpha'][c]:g}" for c in columns), style="dim")
     return table

@@ -23,30 +23,42 @@ CONFIG_YAML = "config.yaml"
 _NOT_HYPERPARAMETERS = ("paths.", "hydra.", "logger.", "ckpt_path")
 
 
-def _hydra_multirun() -> Any | None:
+def _hydra() -> Any | None:
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    return hc if hc.mode == RunMode.MULTIRUN else None
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _run_folder(hc: Any) -> str | None:
+    output_dir = hc.runtime.get("output_dir") if hc.runtime is not None else None
+    return Path(output_dir).name if output_dir else None
 
 
 def sweep_group() -> str | None:
-    """The ``${wiseft_sweep_group:}`` resolver: the sweep folder's name in a Hydra multirun, else ``None``.
+    """The ``${wiseft_sweep_group:}`` resolver: the sweep folder's name in a Hydra multirun, the run folder's name
+    in a single Hydra run, else ``None``.
 
-    Used as the W&B group, so that the dashboard compares the runs of one sweep side by side.
+    Used as the W&B group, so that the dashboard compares the runs of one sweep side by side, and a run's main W&B
+    run sits in one group with the runs of its other methods (the output-space ensemble, ...).
     """
-    hc = _hydra_multirun()
-    return Path(hc.sweep.dir).name if hc is not None else None
+    from hydra.types import RunMode
+
+    hc = _hydra()
+    if hc is None:
+        return None
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else _run_folder(hc)
 
 
 def sweep_job_name() -> str | None:
-    """The ``${wiseft_sweep_job:}`` resolver: ``<sweep folder name>/<job number>`` in a Hydra multirun, else
-    ``None`` (the job's hyperparameters are in the run's config, where the dashboard compares them)."""
-    hc = _hydra_multirun()
-    return f"{Path(hc.sweep.dir).name}/{hc.job.num}" if hc is not None else None
+    """The ``${wiseft_sweep_job:}`` resolver: ``<sweep folder name>/<job number>`` in a Hydra multirun, the run
+    folder's name in a single Hydra run, else ``None`` (the job's hyperparameters are in the run's config, where the
+    dashboard compares them)."""
+    from hydra.types import RunMode
+
+    hc = _hydra()
+    if hc is None:
+        return None
+    return f"{Path(hc.sweep.dir).name}/{hc.job.num}" if hc.mode == RunMode.MULTIRUN else _run_folder(hc)
 
 
 def format_value(value: Any) -> str:

@@ -116,31 +116,59 @@ class ResilientWandbLogger(WandbLogger):
             self._guard("finishing the run", self._experiment.finish)
 
 
-def log_sweep(loggers: Sequence[Logger], rows: Sequence[Mapping[str, float]], summary: dict[str, Any],
-              figure: Path | None = None, checkpoint: Path | None = None) -> None:
+def log_sweep(loggers: Sequence[Logger], curves: Mapping[str, Sequence[Mapping[str, float]]],
+              summary: Mapping[str, Any], figure: Path | None = None, checkpoint: Path | None = None) -> None:
     """Send the sweep to the run's loggers (never from ``self.log``: Lightning forbids it after fitting).
 
-    W&B gets the sweep table, charts of the curve (the average and each shift against the reference), the
-    logit-axes figure, the headline numbers in the run summary and, optionally, the chosen-alpha checkpoint as a
-    model artifact; other loggers get one metrics row per alpha.
+    W&B gets, in the run itself, the headline method's sweep table, charts of its curve (the average and each shift
+    against the reference), the logit-axes figure, the headline numbers in the run summary and, optionally, the
+    chosen-alpha checkpoint as a model artifact; every other method (the output-space ensemble, ...) gets a W&B run
+    of its own in the same group, named ``<run>/<method>``, with the same keys, so that the dashboard compares
+    the methods side by side. Other loggers get one metrics row per alpha, under ``<method>/<column>``.
 
     Args:
         loggers: The run's loggers.
-        rows: One row per alpha.
-        summary: The sweep summary.
+        curves: Method -> one row per alpha (the headline method first).
+        summary: The run's summary (:func:`~wiseft.sweep.summary.summarize_methods`).
         figure: The run's ``curve.png`` (logged to W&B as an image when it exists).
         checkpoint: A checkpoint to upload to W&B as an artifact (``None``: none).
     """
+    primary = summary.get("method", next(iter(curves)))
+    methods = summary.get("methods") or {primary: summary}
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            log_wandb(logger.experiment, rows, summary, figure, checkpoint)
+            run = logger.experiment
+            if not isinstance(run, _DummyExperiment):
+                run.config.update({"method": primary}, allow_val_change=True)  # the dashboard groups by it
+            log_wandb(run, curves[primary], summary, figure, checkpoint)
+            for method, rows in curves.items():
+                if method != primary:
+                    _log_method_run(run, method, rows, {**methods[method], "columns": summary["columns"]})
         else:
-            for i, row in enumerate(rows):
-                logger.log_metrics({f"wiseft/{k}": v for k, v in row.items()}, step=i)
+            for method, rows in curves.items():
+                for i, row in enumerate(rows):
+                    logger.log_metrics({f"{method}/{k}": v for k, v in row.items()}, step=i)
             logger.save()
 
 
-def log_wandb(run: Any, rows: Sequence[Mapping[str, float]], summary: dict[str, Any], figure: Path | None = None,
+def _log_method_run(run: Any, method: str, rows: Sequence[Mapping[str, float]], summary: Mapping[str, Any]) -> None:
+    """One more method of this run, as a W&B run of its own beside it (same project, group, mode and keys)."""
+    import wandb
+
+    if isinstance(run, _DummyExperiment):
+        return
+    config = {**dict(run.config), "method": method}
+    name = run.name or run.id
+    sibling = wandb.init(project=run.project, group=run.group or name, name=f"{name}/{method}",
+                         job_type="method", config=config, dir=str(Path(run.dir).parents[2]), reinit="create_new",
+                         settings=wandb.Settings(mode=run.settings.mode, silent=True))
+    try:
+        log_wandb(sibling, rows, summary)
+    finally:
+        sibling.finish()
+
+
+def log_wandb(run: Any, rows: Sequence[Mapping[str, float]], summary: Mapping[str, Any], figure: Path | None = None,
               checkpoint: Path | None = None) -> None:
     """Log a sweep to a W&B run (see :func:`log_sweep`)."""
     import wandb

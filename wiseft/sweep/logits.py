@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
-from wiseft.data.projection import ClassProjection
+from wiseft.data.projection import ClassProjection, projector
+from wiseft.sweep import stats as _stats
 
 #: Rows processed at once; bounds the ``O(chunk * C)`` temporaries.
 CHUNK_ROWS = 2048
@@ -162,3 +163,33 @@ def _bucket_correct(v0: torch.Tensor, v1: torch.Tensor, targets: torch.Tensor, l
         predicted = targets.gather(1, winner.t()).t()  # (alphas, n)
         out.append((predicted == labels).sum(dim=-1))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def mixed_logit_stats(
+    logits_0: torch.Tensor,
+    logits_1: torch.Tensor,
+    labels: torch.Tensor,
+    grid: Sequence[float],
+    projection: ClassProjection | None = None,
+    bins: int = 0,
+) -> torch.Tensor:
+    """Statistics (:mod:`wiseft.sweep.stats`) of ``lerp(logits_0, logits_1, alpha)`` for every alpha.
+
+    Top-1 alone (``bins=0``) costs the same whatever the grid (:func:`logit_sweep_counts`); calibration needs every
+    alpha's full softmax, evaluated ``CHUNK_ROWS`` rows at a time.
+
+    Returns:
+        ``(len(grid), stats.width(bins))`` int64 tensor on the CPU.
+    """
+    if bins == 0:
+        return logit_sweep_counts(logits_0, logits_1, labels, grid, projection)
+    project = projector(projection, logits_0.device)
+    labels = labels.to(logits_0.device)
+    out = torch.zeros(len(grid), _stats.width(bins), dtype=torch.long, device=logits_0.device)
+    for start in range(0, len(labels), CHUNK_ROWS):
+        l0, l1 = logits_0[start:start + CHUNK_ROWS].float(), logits_1[start:start + CHUNK_ROWS].float()
+        chunk_labels = labels[start:start + CHUNK_ROWS]
+        for i, alpha in enumerate(grid):
+            out[i] += _stats.logit_stats(project(torch.lerp(l0, l1, float(alpha))), chunk_labels, bins)
+    return out.cpu()

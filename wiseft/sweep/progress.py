@@ -1,12 +1,12 @@
 """Finished parts of an interrupted sweep, so a relaunch does not evaluate them again.
 
 The sweep evaluates every alpha on each decoded image (:mod:`wiseft.sweep.engine`), so its unit of completion is
-an evaluation set: once a set's images have all been through every alpha, its ``(correct, total)`` counts are
-final. ``sweep_progress.jsonl`` in the run folder (``sweep_progress.rank<r>.jsonl`` per process under DDP, each
-holding its own shard's counts) gets one line per finished set, tagged with a fingerprint of everything the counts
-depend on: both endpoint weights, the alpha grid, and the sets (names, roles, shard sizes). A relaunch reuses the
-sets whose fingerprint matches and evaluates the rest; lines of other weights, grids or data are ignored. The file
-is rewritten atomically after every set.
+an evaluation set: once a set's images have all been through every method and alpha, its integer statistics
+(:mod:`wiseft.sweep.stats`) are final. ``sweep_progress.jsonl`` in the run folder (``sweep_progress.rank<r>.jsonl``
+per process under DDP, each holding its own shard's statistics) gets one line per finished set, tagged with a
+fingerprint of everything they depend on: both endpoint weights, the alpha grid, the methods and calibration bins,
+and the sets (names, roles, shard sizes). A relaunch reuses the sets whose fingerprint matches and evaluates the
+rest; lines of other weights, grids or data are ignored. The file is rewritten atomically after every set.
 """
 
 from __future__ import annotations
@@ -38,15 +38,20 @@ def fingerprint(
     theta_1: Mapping[str, torch.Tensor],
     grid: Sequence[float],
     eval_sets: Mapping[str, Any],
+    settings: Mapping[str, Any] | None = None,
 ) -> str:
-    """SHA-256 over both endpoints' tensors (names, dtypes, shapes, bytes), the grid and the evaluation sets."""
+    """SHA-256 over both endpoints' tensors (names, dtypes, shapes, bytes), the grid, the evaluation sets and any
+    other ``settings`` the statistics depend on (methods, calibration bins)."""
     digest = hashlib.sha256()
     for state in (theta_0, theta_1):
         for key in sorted(state):
             tensor = state[key].detach().to("cpu").contiguous()
             digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
             digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    digest.update(json.dumps({"grid": [float(a) for a in grid], "sets": eval_sets}, sort_keys=True).encode())
+    described = {"grid": [float(a) for a in grid], "sets": eval_sets}
+    if settings:
+        described["settings"] = dict(settings)
+    digest.update(json.dumps(described, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -54,7 +59,7 @@ class SweepProgress:
     """The progress file of one sweep on one process.
 
     Attributes:
-        done: Evaluation-set name -> its ``(len(grid), 2)`` counts, for the sets finished before.
+        done: Evaluation-set name -> its statistics (``(methods, len(grid), width)``), for the sets finished before.
     """
 
     def __init__(self, path: str | Path, fingerprint: str, enabled: bool = True) -> None:
@@ -87,7 +92,7 @@ class SweepProgress:
             log.info("sweep: reusing the finished counts of %s from %s", ", ".join(self.done), self.path)
 
     def record(self, dataset: str, counts: torch.Tensor) -> None:
-        """Add a finished set's counts and rewrite the file atomically."""
+        """Add a finished set's statistics and rewrite the file atomically."""
         self.done[dataset] = counts.to(torch.long).cpu()
         if not self.enabled:
             return
