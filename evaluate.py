@@ -6,12 +6,15 @@ from omegaconf import DictConfig
 import wiseft.config.schema  # noqa: F401  (registers the config schemas)
 from wiseft.config.preflight import report_and_exit
 from wiseft.errors import WiseftError
-from wiseft.pipeline.evaluate import evaluate_checkpoints
+from wiseft.pipeline.hydra_checks import exit_like_bad_input
+from wiseft.runtime.terminal import configure_warnings
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the sweep objective (as ``train.py`` does)."""
+    from wiseft.pipeline.evaluate import evaluate_checkpoints
+
     try:
         return evaluate_checkpoints(cfg)
     except (WiseftError, PermissionError) as err:
@@ -19,4 +22,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    configure_warnings()
+    exit_like_bad_input(main)

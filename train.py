@@ -9,6 +9,8 @@ from omegaconf import DictConfig
 import wiseft.config.schema  # noqa: F401  (registers the config schemas)
 from wiseft.config.preflight import preflight, report_and_exit
 from wiseft.errors import RunInterrupted, WiseftError
+from wiseft.pipeline.hydra_checks import exit_like_bad_input
+from wiseft.runtime.terminal import configure_warnings
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -27,4 +29,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    configure_warnings()
+    exit_like_bad_input(main)

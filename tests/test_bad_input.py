@@ -98,11 +98,125 @@ def test_cli_output_folder_that_cannot_be_written(data, tmp_path):
                                 "folder")
 
 
-def test_cli_unknown_config_group_option(data, tmp_path):
+@pytest.mark.parametrize(("override", "printed"), [
+    ("data=nope", "Could not find 'data/nope'"),
+    ("finetune.lrr=1", "Could not override 'finetune.lrr'"),
+    ("finetune.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),
+])
+def test_cli_hydra_composition_errors_exit_as_bad_input(data, tmp_path, override, printed):
     out = tmp_path / "run"
-    proc = run_cli([*cli_args(data, out), "data=nope"])
-    assert proc.returncode == 1  # Hydra's own composition error, before any of this package's code
-    assert "Could not find 'data/nope'" in proc.stderr
+    proc = run_cli([*cli_args(data, out), override])
+    assert proc.returncode == 2  # Hydra prints these itself; they exit with the status of other bad input
+    assert printed in proc.stderr
+    assert not out.exists()
+
+
+# --- every other config group and the top-level values, and weights files: the corpus ---------------------------
+# Each class of input: (overrides, the error, the one line). Paths: {weights} is the fixture's folder, {asset} the
+# package's assets ({{ }} for a literal brace). All are checked before any model is built; through `python train.py`,
+# before the run folder exists (one case per class below runs the CLI).
+
+TRAINER_CASES = [
+    (["trainer.max_epochs=abc"], ConfigError, "trainer.max_epochs: expected int | None, got 'abc'"),
+    (["trainer.deterministic=maybe"], ConfigError, "trainer.deterministic: expected bool | 'warn' | None, got 'maybe'"),
+    (["+trainer.max_epoch=3"], ConfigError,
+     "trainer.max_epoch: not an argument of lightning.Trainer; did you mean 'max_epochs'?"),
+    (["+trainer.limit_train_batches=1.5"], ConfigError,
+     "trainer.limit_train_batches: You have passed invalid value 1.5 for limit_train_batches, it has to be in "
+     "[0.0, 1.0] or an int."),
+    (["+trainer.strategy=nope"], ConfigError, "trainer.strategy: You selected an invalid strategy name: "
+                                             "`strategy='nope'`."),
+    # Lightning's message names no argument: the one whose default makes the error go away is named.
+    (["+trainer.max_time={{dayz: 1}}"], ConfigError,
+     "trainer.max_time: 'dayz' is an invalid keyword argument for __new__() (got {{'dayz': 1}})"),
+]
+CALLBACK_AND_LOGGER_CASES = [
+    (["callbacks=model_checkpoint", "callbacks.model_checkpoint.every_n_train_steps=-1"], ConfigError,
+     "callbacks.model_checkpoint.every_n_train_steps: Invalid value for every_n_train_steps=-1. Must be >= 0"),
+    (["callbacks=model_checkpoint", "callbacks.model_checkpoint.save_top_k=all"], ConfigError,
+     "callbacks.model_checkpoint.save_top_k: expected int, got 'all'"),
+    (["callbacks=model_checkpoint", "+callbacks.model_checkpoint.evry_n_epochs=1"], ConfigError,
+     "callbacks.model_checkpoint.evry_n_epochs: not an argument of lightning.pytorch.callbacks.ModelCheckpoint; "
+     "did you mean 'every_n_epochs'?"),
+    (["+logger.csv.flush_logs_every_n_steps=often"], ConfigError,
+     "logger.csv.flush_logs_every_n_steps: expected int, got 'often'"),
+    (["logger.csv._target_=lightning.pytorch.loggers.NoSuchLogger"], ConfigError,
+     "logger.csv._target_: cannot import 'lightning.pytorch.loggers.NoSuchLogger'"),
+]
+TOP_LEVEL_CASES = [
+    (["seed=abc"], ConfigError, "seed: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["seed=1.5"], ConfigError, "seed: Value '1.5' of type 'float' could not be converted to Integer"),
+    (["auto_resume=maybe"], ConfigError, "auto_resume: Value 'maybe' is not a valid bool (type str)"),
+    (["log_level=LOUD"], ConfigError,
+     "log_level: must be one of ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'), got 'LOUD'"),
+    (["ckpt_path=/nowhere/last.ckpt"], CheckpointError, "ckpt_path: checkpoint '/nowhere/last.ckpt' does not exist"),
+]
+WEIGHTS_CASES = [
+    (["model.pretrained={asset}/toy_clip.safetensors"], CheckpointError,
+     "model.pretrained: '{asset}/toy_clip.safetensors' is not a checkpoint of 'tiny-vit': key 'text_projection' has "
+     "shape (128, 128), 'tiny-vit' expects (32, 32) (keys: 20 missing, 116 unexpected, 16 of another shape)"),
+    (["model.pretrained={weights}/reshaped.safetensors"], CheckpointError,
+     "model.pretrained: '{weights}/reshaped.safetensors' is not a checkpoint of 'tiny-vit': key 'visual.proj' has "
+     "shape (32, 16), 'tiny-vit' expects (32, 32) (keys: 1 of another shape)"),
+    (["model.pretrained={weights}/missing_key.pt"], CheckpointError,
+     "model.pretrained: '{weights}/missing_key.pt' is not a checkpoint of 'tiny-vit': key 'visual.proj' of "
+     "'tiny-vit' is missing (keys: 1 missing)"),
+    (["model.pretrained={weights}/extra_key.pt"], CheckpointError,
+     "model.pretrained: '{weights}/extra_key.pt' is not a checkpoint of 'tiny-vit': it has key 'visual.extra', "
+     "which 'tiny-vit' does not (keys: 1 unexpected)"),
+    (["model.pretrained={weights}/a_list.pt"], CheckpointError,
+     "model.pretrained: '{weights}/a_list.pt' holds no state dict of weights"),
+]
+CORPUS = TRAINER_CASES + CALLBACK_AND_LOGGER_CASES + TOP_LEVEL_CASES + WEIGHTS_CASES
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """Weight files for tiny_random's architecture (tiny-vit) with one thing wrong each."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from wiseft.models.factory import PACKAGE_MODEL_CONFIGS, register_model_configs
+
+    register_model_configs(PACKAGE_MODEL_CONFIGS)
+    folder = tmp_path_factory.mktemp("weights")
+    state = open_clip.create_model("tiny-vit").state_dict()
+    reshaped = {k: v.contiguous() for k, v in state.items()}
+    reshaped["visual.proj"] = torch.zeros(32, 16)
+    save_file(reshaped, str(folder / "reshaped.safetensors"))
+    torch.save({k: v for k, v in state.items() if k != "visual.proj"}, folder / "missing_key.pt")
+    # Wrapped and prefixed as a DDP training script saves it: unwrapped as open_clip does, so only the extra key counts.
+    torch.save({"state_dict": {f"module.{k}": v for k, v in {**state, "visual.extra": torch.zeros(1)}.items()}},
+               folder / "extra_key.pt")
+    torch.save([1, 2, 3], folder / "a_list.pt")
+    return folder
+
+
+def _filled(text: str, weights: Path) -> str:
+    from wiseft.config.schema import ASSETS_DIR
+
+    return text.format(weights=weights, asset=ASSETS_DIR)
+
+
+@pytest.mark.parametrize(("overrides", "error", "message"), CORPUS, ids=[" ".join(c[0]) for c in CORPUS])
+def test_bad_input_corpus_fails_in_one_line_before_any_model_is_built(data, weights, tmp_path, overrides, error,
+                                                                      message):
+    overrides = [_filled(o, weights) for o in overrides]
+    assert fails_cleanly(data, tmp_path / "run", overrides, error).startswith(_filled(message, weights))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (TRAINER_CASES[0][0], TRAINER_CASES[0][2]),
+    (CALLBACK_AND_LOGGER_CASES[0][0], CALLBACK_AND_LOGGER_CASES[0][2]),
+    (TOP_LEVEL_CASES[0][0], TOP_LEVEL_CASES[0][2]),
+    (WEIGHTS_CASES[1][0], WEIGHTS_CASES[1][2]),
+], ids=["trainer", "callbacks", "top-level", "weights"])
+def test_cli_corpus_one_case_per_class_exits_2_before_the_run_folder_exists(data, weights, tmp_path, overrides,
+                                                                             message):
+    out = tmp_path / "run"
+    proc = run_cli(cli_args(data, out, [_filled(o, weights) for o in overrides]))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert error_line(proc).startswith(f"error: {_filled(message, weights)}")
     assert not out.exists()
 
 

@@ -129,10 +129,10 @@ def test_trainer_gets_the_safe_checkpoint_io_next_to_configured_plugins():
 
     from tests.conftest import compose_cfg
     from wiseft.io.checkpoint_io import SafeCheckpointIO
-    from wiseft.pipeline.train import _trainer_plugins
+    from wiseft.pipeline.checks import trainer_plugins
 
-    plugins = _trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder"]))
+    plugins = trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder"]))
     assert [type(p) for p in plugins] == [SafeCheckpointIO]
     env = "+trainer.plugins=[{_target_: lightning.pytorch.plugins.environments.LightningEnvironment}]"
-    plugins = _trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder", env]))
+    plugins = trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder", env]))
     assert [type(p) for p in plugins] == [LightningEnvironment, SafeCheckpointIO]

@@ -8,7 +8,7 @@ rejected by OmegaConf and types are checked. Value checks (ranges, non-empty gri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,12 @@ from wiseft.errors import ConfigError
 DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 FINETUNE_MODES = ("e2e", "linear")
 VERIFY_MODES = ("off", "error", "skip")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> None:
+    if value.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level: must be one of {LOG_LEVELS}, got '{value}'")
 
 
 def _positive(key: str, value: float) -> None:
@@ -220,6 +226,43 @@ class WiseftConfig:
 
 
 @dataclass
+class JobConfig:
+    """The top-level values of a ``train`` config (``conf/train.yaml``).
+
+    Attributes:
+        seed: Seeds fine-tuning (order, augmentation, held-out split).
+        ckpt_path: A Lightning checkpoint to start from, into a new run folder.
+        auto_resume: Continue from the newest checkpoint in the run folder when relaunched into it.
+        log_level: The lowest level of log lines shown on the terminal besides wiseft's own progress lines
+            (``train.log`` always gets INFO).
+    """
+
+    seed: int = 0
+    ckpt_path: str | None = None
+    auto_resume: bool = True
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        _log_level(self.log_level)
+        if self.ckpt_path is not None and not self.ckpt_path.strip():
+            raise ConfigError("ckpt_path: empty; give a checkpoint file or null")
+
+
+@dataclass
+class EvaluateJobConfig:
+    """The top-level values of an ``evaluate`` config (``conf/evaluate.yaml``)."""
+
+    finetuned: str | None = None
+    zeroshot: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        _log_level(self.log_level)
+
+
+@dataclass
 class Settings:
     """The validated, typed view of a composed ``train`` config."""
 
@@ -228,6 +271,8 @@ class Settings:
     finetune: FinetuneConfig
     wiseft: WiseftConfig
     seed: int
+    ckpt_path: str | None = None
+    auto_resume: bool = True
 
 
 def to_settings(cfg: DictConfig) -> Settings:
@@ -240,7 +285,24 @@ def to_settings(cfg: DictConfig) -> Settings:
         ("model", ModelConfig), ("data", DataConfig), ("finetune", FinetuneConfig), ("wiseft", WiseftConfig))}
     sections["data"].shifts = {name: _typed(f"data.shifts.{name}", DatasetSpec, node)
                                for name, node in sections["data"].shifts.items()}
-    return Settings(**sections, seed=int(cfg.seed))
+    job = typed_top_level(cfg, JobConfig)
+    return Settings(**sections, seed=job.seed, ckpt_path=job.ckpt_path, auto_resume=job.auto_resume)
+
+
+def typed_top_level(cfg: DictConfig, schema: type) -> Any:
+    """The top-level values of ``cfg`` that ``schema`` (a dataclass of scalars) names, checked and typed.
+
+    Raises:
+        ConfigError: One line naming the key and the bad value.
+    """
+    values = {}
+    for name in (f.name for f in fields(schema)):
+        if name in cfg and not OmegaConf.is_missing(cfg, name):  # a missing value: the job says what to give
+            try:
+                values[name] = OmegaConf.select(cfg, name)
+            except Exception as err:  # an interpolation that does not resolve
+                raise ConfigError(f"{name}: {str(err).splitlines()[0]}") from err
+    return _typed("", schema, values)
 
 
 def _typed(key: str, schema: type, node: Any) -> Any:
@@ -250,8 +312,10 @@ def _typed(key: str, schema: type, node: Any) -> Any:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
     except ConfigError:
         raise
-    except Exception as err:  # OmegaConf's own messages span several lines; the first names key and value
-        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # OmegaConf's own messages span several lines; the first names the value
+        inner = getattr(err, "full_key", None)  # the offending key inside the section, when OmegaConf knows it
+        where = ".".join(k for k in (key, str(inner) if inner else "") if k)
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from err
 
 
 ASSETS_DIR = Path(__file__).parents[1] / "assets"

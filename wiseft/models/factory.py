@@ -11,9 +11,11 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.convert import convert_state_dict
+from open_clip.model import convert_to_custom_text_state_dict
 
 from wiseft.errors import CheckpointError, ConfigError
-from wiseft.io.safeload import check_weights_file
+from wiseft.io.safeload import check_weights_file, load_torch_file
 from wiseft.models.weights import (
     LOCAL_DIR,
     LOCAL_DIR_PATTERNS,
@@ -97,6 +99,7 @@ def check_model_args(
     source = resolve_weights(name, pretrained, cache_dir=cache_dir, force_quick_gelu=force_quick_gelu,
                              allow_download=allow_download, fetch=fetch)
     check_weight_files(source)
+    check_architecture(source)
     return source
 
 
@@ -113,6 +116,110 @@ def check_weight_files(source: WeightsSource) -> None:
             check_weights_file(weights, "model.name")
     elif source.checkpoint is not None and source.weights_only:
         check_weights_file(source.checkpoint, "model.pretrained")
+
+
+#: Keys whose shapes open_clip adapts when it loads weights (positional embeddings are resized to the model's
+#: image and text sizes), so a different shape there is not a mismatch.
+RESIZED_KEYS = ("visual.positional_embedding", "positional_embedding", "text.positional_embedding")
+
+
+def _weights_to_check(source: WeightsSource) -> tuple[Path, str] | None:
+    """The weights file open_clip will load into the architecture, and its config key; ``None`` when there is none
+    to compare (random initialisation, ``hf-hub:`` models, TorchScript archives, big_vision ``.npz`` files)."""
+    if source.name.startswith(LOCAL_DIR):
+        # open_clip's own choice among the folder's files; a private helper, so only when it is there.
+        find = getattr(open_clip.factory, "_find_checkpoint_in_dir", None)
+        found = find(Path(source.name.removeprefix(LOCAL_DIR))) if find else None
+        return (Path(found), "model.name") if found else None
+    if source.checkpoint is None or not source.weights_only or source.checkpoint.endswith((".npz", ".npy")):
+        return None
+    return Path(source.checkpoint), "model.pretrained"
+
+
+def _file_shapes(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The file's state dict as meta tensors (keys and shapes, no data), unwrapped as open_clip unwraps it."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}  # noqa: SIM118
+    checkpoint = load_torch_file(path, what, mmap=True)
+    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, Mapping) or not checkpoint:
+        raise CheckpointError(f"{what}: '{path}' holds no state dict of weights")
+    state = {str(k): torch.empty_like(v, device="meta") for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if next(iter(state), "").startswith("module"):  # saved from DistributedDataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _fits(key: str, found: torch.Tensor, expected: torch.Tensor) -> bool:
+    if key in RESIZED_KEYS:
+        return True
+    if key in ("logit_scale", "logit_bias"):  # open_clip reshapes a scalar to a 1-d tensor and back
+        return found.numel() == expected.numel()
+    return found.shape == expected.shape
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def meta_model(name: str) -> torch.nn.Module:
+    """Architecture ``name`` built on the meta device: its state dict's keys and shapes, no memory, no weights."""
+    root = logging.getLogger()
+    # open_clip warns that nothing was loaded: true and intended here.
+    quiet = _DropMessage("No pretrained weights loaded")
+    root.addFilter(quiet)
+    try:
+        with torch.device("meta"):
+            return open_clip.create_model(name, pretrained=None, load_weights=False, device="meta")
+    finally:
+        root.removeFilter(quiet)
+
+
+def check_architecture(source: WeightsSource) -> None:
+    """Refuse, before anything is built, a weights file that is not a checkpoint of the named architecture.
+
+    The file's keys and shapes (read from its header, or a mapped load) are compared with those of the
+    architecture built on the meta device, after the key conversions open_clip applies when it loads.
+
+    Raises:
+        CheckpointError: Naming the file and the first missing, unexpected or differently shaped key.
+    """
+    found = _weights_to_check(source)
+    if found is None:
+        return
+    path, what = found
+    model = meta_model(source.name)
+    state = convert_state_dict(model, _file_shapes(path, what))
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)  # the old layout of the text tower
+    expected = model.state_dict()
+    optional = {"text.transformer.embeddings.position_ids", "logit_bias"}  # dropped / zero-filled by open_clip
+    missing = [k for k in expected if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in expected and k not in optional]
+    wrong = [k for k in expected if k in state and not _fits(k, state[k], expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    arch = source.name.removeprefix(LOCAL_DIR)
+    counts = ", ".join(f"{n} {kind}" for n, kind in ((len(missing), "missing"), (len(unexpected), "unexpected"),
+                                                     (len(wrong), "of another shape")) if n)
+    first = next((k for k in expected if k in missing or k in wrong), None)  # in the architecture's order
+    if first is None:
+        problem = f"it has key '{unexpected[0]}', which '{arch}' does not"
+    elif first in wrong:
+        shapes = tuple(state[first].shape), tuple(expected[first].shape)
+        problem = f"key '{first}' has shape {shapes[0]}, '{arch}' expects {shapes[1]}"
+    else:
+        problem = f"key '{first}' of '{arch}' is missing"
+    raise CheckpointError(f"{what}: '{path}' is not a checkpoint of '{arch}': {problem} (keys: {counts})")
 
 
 def build_clip(
@@ -165,6 +272,6 @@ def build_clip(
     check_activation(model, source.quick_gelu, source.name)
     tokenizer = open_clip.get_tokenizer(source.name, **dict(tokenizer_kwargs or {}))
     model.eval()
-    log.info("built open_clip model %s (pretrained=%s, quick_gelu=%s)", source.name, source.tag or source.checkpoint,
+    log.debug("built open_clip model %s (pretrained=%s, quick_gelu=%s)", source.name, source.tag or source.checkpoint,
              source.quick_gelu)
     return ClipBundle(model, train_transform, eval_transform, tokenizer)

@@ -14,5 +14,9 @@ class LinearProbeModule(WiSEFTModule):
     same weights as end-to-end fine-tuning; only the head receives gradients.
     """
 
+    def example_input(self) -> torch.Tensor:
+        """A batch of one zero feature vector (the input of the head)."""
+        return torch.zeros(1, self.model.head.in_features)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.head(features)

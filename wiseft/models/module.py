@@ -45,6 +45,16 @@ class WiSEFTModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=model.num_classes, average="micro")
         # Weighted by batch size and synced as (sum, count): exact under DDP's uneven evaluation shards.
         self.val_loss = MeanMetric()
+        # One input lets Lightning's model summary count FLOPs and show layer sizes (one forward pass, at fit start).
+        self.example_input_array = self.example_input()
+
+    def example_input(self) -> torch.Tensor | None:
+        """A batch of one blank image of the encoder's input size (``None`` when the encoder does not say)."""
+        size = getattr(self.model.image_encoder, "image_size", None)
+        if size is None:
+            return None
+        height, width = (size, size) if isinstance(size, int) else size
+        return torch.zeros(1, 3, height, width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from wiseft.config.schema import DataConfig, DatasetSpec, WiseftConfig, _typed
+from wiseft.config.schema import DataConfig, DatasetSpec, EvaluateJobConfig, WiseftConfig, _typed, typed_top_level
 from wiseft.config.secrets import redacted_config
 from wiseft.config.targets import check_targets
 from wiseft.data.datamodule import WiSEFTDataModule
@@ -27,13 +27,14 @@ from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.export import export_state
 from wiseft.models.factory import build_clip
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
+from wiseft.review.console import print_final_summary
 from wiseft.review.results import CURVE_PNG, PRIMARY, plot_curve, write_rows, write_summary
 from wiseft.review.robustness import add_effective_robustness, resolve_baselines
 from wiseft.review.wandb import log_sweep
 from wiseft.runtime.progress_bars import step
 from wiseft.sweep.callback import CHOSEN_CKPT
 from wiseft.sweep.engine import run_sweep
-from wiseft.sweep.summary import Columns, Row, summarize_methods
+from wiseft.sweep.summary import Columns, Row, summarize_methods, sweep_alphas
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def _read(path: Any, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     if not path:
         raise ConfigError(f"{key}: give a classifier checkpoint (.safetensors), e.g. "
                           f"{key}=<run>/checkpoints/{'finetuned' if key == 'finetuned' else 'zeroshot'}.safetensors")
+    if not Path(str(path)).expanduser().is_file():
+        raise CheckpointError(f"{key}: checkpoint '{path}' does not exist")
     state, meta = load_weights(Path(str(path)).expanduser())
     for needed in ("model", "classnames"):
         if needed not in meta:
@@ -68,6 +71,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
         ``avg_ref_shifts`` at the chosen alpha (the reference accuracy when there are no shifts), like ``train``.
     """
     check_targets(cfg)
+    typed_top_level(cfg, EvaluateJobConfig)
     data = _typed("data", DataConfig, cfg.data)
     data.shifts = {name: _typed(f"data.shifts.{name}", DatasetSpec, node) for name, node in data.shifts.items()}
     wiseft = _typed("wiseft", WiseftConfig, cfg.wiseft)
@@ -116,15 +120,17 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
                       reference=next(s.name for s in eval_sets if s.role == "reference"),
                       shifts=tuple(s.name for s in eval_sets if s.role == "shift"))
     loaders = {s.name: datamodule.eval_loader(s) for s in eval_sets}
-    with step("sweep", total=1) as advance:
-        curves = run_sweep(classifier, theta_0, theta_1, wiseft.alphas, loaders, columns, device,
+    with step("WiSE-FT sweep (alphas)", total=len(sweep_alphas(wiseft.alphas))) as advance:
+
+        def report(row: Row) -> None:
+            advance(1)
+            # Into the log file: the terminal gets the table the run ends with.
+            log.debug("alpha=%.2f  %s", row["alpha"], "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
+
+        curves = run_sweep(classifier, theta_0, theta_1, wiseft.alphas, loaders, columns, device, report,
                            ensemble=wiseft.ensemble, bins=wiseft.calibration_bins)
-        advance(1)
     curves = {name: [add_effective_robustness(row, columns.reference, baselines) for row in rows]
               for name, rows in curves.items()}
-    for row in curves[PRIMARY]:
-        log.info("alpha=%.2f  %s", row["alpha"], "  ".join(f"{k}={v:.2f}" for k, v in row.items()
-                                                            if k != "alpha" and not k.startswith("nll_")))
     summary = summarize_methods(curves, columns, wiseft.select_on, PRIMARY)
     summary["calibration_bins"] = wiseft.calibration_bins
     summary["baselines"] = {col: fit.to_dict() for col, fit in baselines.items()}
@@ -150,6 +156,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
     write_summary(summary, out_dir)  # last: its presence marks a finished sweep
     _log(cfg, curves, summary, out_dir / CURVE_PNG,
          chosen_path if wiseft.upload_checkpoint and wiseft.save_checkpoints else None)
+    print_final_summary(summary, out_dir)
     chosen_row = summary["chosen"]
     return float(chosen_row.get("avg_ref_shifts", chosen_row[columns.reference]))
 

@@ -4,95 +4,47 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from wiseft.config.preflight import preflight
 from wiseft.config.schema import Settings
 from wiseft.config.secrets import redacted_config
-from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.data.features import FeatureDataModule
 from wiseft.errors import RunInterrupted
 from wiseft.io.atomic import atomic_write_text, check_writable
-from wiseft.io.checkpoint_io import SafeCheckpointIO
-from wiseft.io.safeload import load_torch_file
-from wiseft.models.factory import build_clip, check_model_args
+from wiseft.models.factory import build_clip
 from wiseft.models.linear_probe import LinearProbeModule
 from wiseft.models.module import WiSEFTModule
 from wiseft.models.performance import apply_performance_options
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
-from wiseft.review.robustness import LinearFit, resolve_baselines
+from wiseft.pipeline.checks import build_trainer, checked_job, configured_callbacks, instantiate_group
+from wiseft.review.console import print_final_summary, shown_path
 from wiseft.review.wandb import ResilientWandbLogger
 from wiseft.runtime.exact_resume import ReloadTrainData, StepSeed
 from wiseft.runtime.guards import FiniteLossGuard
 from wiseft.runtime.launch import distributed_job
 from wiseft.runtime.preemption import ResumeCheckpoint
-from wiseft.runtime.resume import check_same_run, select_resume_checkpoint
+from wiseft.runtime.terminal import route_lightning_logs
 from wiseft.sweep.callback import WiSEFTSweep
+from wiseft.sweep.summary import sweep_alphas
 
 log = logging.getLogger(__name__)
 
 SKIPPED_IMAGES = "skipped_images.txt"
 
 
-def _instantiate_dict(node: DictConfig | None) -> list[Any]:
-    if not node:
-        return []
-    return [hydra.utils.instantiate(v) for v in node.values() if v is not None and "_target_" in v]
-
-
-def run_baselines(cfg: DictConfig, settings: Settings) -> dict[str, LinearFit]:
-    """The effective-robustness fits (``cfg.robustness``) that apply to this run's result columns."""
-    node = cfg.get("robustness")
-    config = OmegaConf.to_container(node, resolve=True) if node is not None else None
-    shifts = [name for name, spec in settings.data.shifts.items() if spec.enabled]
-    return resolve_baselines(config, settings.data.reference.name, shifts)
-
-
-def prepare(cfg: DictConfig) -> tuple[Settings, WiSEFTDataModule]:
-    """Every check that is cheap, before any model is built: config values and targets, output folder, weight
-    files, data layout and sample lists."""
-    settings = preflight(cfg, cfg.paths.output_dir)
-    resolve_templates(settings.data.templates)
-    m = settings.model
-    model_args = {"config_file": m.config_file, "cache_dir": m.cache_dir, "force_quick_gelu": m.force_quick_gelu,
-                  "allow_download": m.allow_download}
-    check_model_args(m.name, m.pretrained, **model_args, fetch=False)
-    datamodule = WiSEFTDataModule(settings.data, seed=settings.seed)
-    datamodule.prepare_data()
-    datamodule.check()
-    check_model_args(m.name, m.pretrained, **model_args)  # downloads a missing tag, once the data is known good
-    check_writable(cfg.paths.output_dir)  # creates the folder: last, so bad input leaves nothing behind
-    return settings, datamodule
-
-
-def _trainer_plugins(cfg: DictConfig) -> list[Any]:
-    """The configured ``trainer.plugins`` plus :class:`SafeCheckpointIO`, unless a checkpoint I/O is configured."""
-    from lightning.fabric.plugins import CheckpointIO
-
-    configured = cfg.trainer.get("plugins")
-    if configured is None:
-        configured = []
-    elif not OmegaConf.is_list(configured):
-        configured = [configured]
-    plugins = [hydra.utils.instantiate(p) if OmegaConf.is_dict(p) else p for p in configured]
-    if not any(isinstance(p, CheckpointIO) for p in plugins):
-        plugins.append(SafeCheckpointIO())
-    return plugins
-
-
-def _checkpoint_dirs(callbacks: list[Any], out_dir: Path) -> list[Path]:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    dirs = [out_dir / "checkpoints" / "lightning"]
-    dirs += [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-    return dirs
+def _describe(settings: Settings) -> str:
+    """One line on what the run is about to do (the first line it prints)."""
+    how = "end to end" if settings.finetune.mode == "e2e" else "head only (linear classifier)"
+    epochs = settings.finetune.epochs
+    num_sets = 2 + sum(spec.enabled for spec in settings.data.shifts.values())  # reference val and test, shifts
+    return (f"fine-tuning {settings.model.name} {how} on {settings.data.reference.name} for {epochs} "
+            f"epoch{'s' if epochs > 1 else ''}, then evaluating {len(sweep_alphas(settings.wiseft.alphas))} alphas "
+            f"on {num_sets} sets")
 
 
 def train(cfg: DictConfig) -> float:
@@ -105,21 +57,17 @@ def train(cfg: DictConfig) -> float:
         ``avg_ref_shifts`` at the chosen alpha (the objective a Hydra sweeper maximises), or the chosen row's
         reference accuracy when there are no shift sets.
     """
-    settings, datamodule = prepare(cfg)
-    baselines = run_baselines(cfg, settings)
-    out_dir = Path(cfg.paths.output_dir)
+    route_lightning_logs()
+    job = checked_job(cfg)
+    settings, datamodule, ckpt_path = job.settings, job.datamodule, job.ckpt_path
+    out_dir = check_writable(cfg.paths.output_dir)  # creates the folder: after the checks, so bad input leaves none
     # Secrets pulled in from the environment are redacted from everything written or logged.
     resolved = redacted_config(cfg)
-    check_same_run(out_dir, resolved)
-    callbacks = _instantiate_dict(cfg.get("callbacks"))
-    if not cfg.trainer.get("enable_progress_bar", True):
-        # Lightning refuses a progress-bar callback with the bar disabled; the switch is the user's last word.
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks = configured_callbacks(cfg)
     ckpt_dir = out_dir / "checkpoints" / "lightning"
-    ckpt_path = select_resume_checkpoint(cfg.get("ckpt_path"), bool(cfg.get("auto_resume", True)), out_dir,
-                                         _checkpoint_dirs(callbacks, out_dir))
-    if ckpt_path is not None:
-        load_torch_file(ckpt_path, "ckpt_path", mmap=True)  # truncated or unsafe: fail now, not after the build
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this function
+        log.info(_describe(settings))
+        log.info("run folder: %s (full log: train.log)", shown_path(out_dir))
     L.seed_everything(settings.seed, workers=True)
 
     m = settings.model
@@ -141,16 +89,15 @@ def train(cfg: DictConfig) -> float:
     module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
-                        settings.wiseft.save_checkpoints, baselines=baselines,
+                        settings.wiseft.save_checkpoints, baselines=job.baselines,
                         upload_checkpoint=settings.wiseft.upload_checkpoint,
                         cache_bytes=settings.wiseft.batch_cache_mb << 20, ensemble=settings.wiseft.ensemble,
                         calibration_bins=settings.wiseft.calibration_bins)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]
-    loggers = _instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 default_root_dir=str(out_dir), plugins=_trainer_plugins(cfg))
+    loggers = instantiate_group(cfg, "logger")
+    trainer = build_trainer(cfg, callbacks, loggers, out_dir)
     if trainer.is_global_zero:  # under DDP every rank runs this function; rank 0 writes
         # The exact, resolved config next to the results it produced.
         atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
@@ -172,6 +119,8 @@ def train(cfg: DictConfig) -> float:
     summary = sweep.summary
     if summary is None:  # not rank 0 of a run whose sweep was skipped, or fit interrupted
         return float("nan")
+    if trainer.is_global_zero:
+        print_final_summary(summary, out_dir)
     chosen = summary["chosen"]
     return float(chosen.get("avg_ref_shifts", chosen[summary["columns"]["reference"]]))
 

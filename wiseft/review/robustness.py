@@ -296,8 +296,8 @@ def resolve_baselines(
         return config.columns.get(col, col)
 
     if mapped(reference) != table.reference:
-        log.info("no effective-robustness baselines: reference column '%s' is not the table's '%s' "
-                 "(map it with robustness.columns)", reference, table.reference)
+        log.debug("no effective-robustness baselines: reference column '%s' is not the table's '%s' "
+                  "(map it with robustness.columns)", reference, table.reference)
         return {}
     fits = {s: table.fits[mapped(s)] for s in shifts if mapped(s) in table.fits and mapped(s) != AVG_SHIFTS}
     avg = table.fits.get(AVG_SHIFTS)

@@ -33,6 +33,9 @@ class ResilientWandbLogger(WandbLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._disabled_reason: str | None = None
+        if self._wandb_init.get("anonymous") is None:
+            # Lightning always passes `anonymous`; W&B deprecated it and warns on the terminal even for None.
+            self._wandb_init.pop("anonymous", None)
         if self._offline:
             # Lightning only sets WANDB_MODE, which W&B ignores once it has set up in this process (a multirun's
             # second job, after an online one, would try the network).
