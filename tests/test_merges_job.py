@@ -156,8 +156,8 @@ def test_one_run_is_refused_in_one_line_before_any_work(multirun, tmp_path):
     result = _merge_cli(single, out, "--methods", "model_stock")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["error: model_stock need two or more fine-tuned runs, but the multirun has only job '0' (runs "
-                     "are merged when they differ only in the --vary seed keys)"]
+    assert lines == ["error: merging needs two or more fine-tuned runs (model_stock), but the multirun has only job "
+                     "'0' (runs are merged when they differ only in the --vary seed keys)"]
     assert not out.exists()
 
 

@@ -359,21 +359,22 @@ def merge_multirun(root: str | Path, methods: Sequence[str] = METHODS, vary: Seq
     methods = parse_methods(",".join(methods))
     if logger not in LOGGERS:
         raise ConfigError(f"--logger: must be one of {', '.join(LOGGERS)}, got '{logger}'")
-    out_dir = Path(out).expanduser() if out is not None else root.with_name(f"{root.name}_merge")
-    if out_dir.resolve().is_relative_to(root.resolve()):
+    resolved = root.resolve()
+    out_dir = Path(out).expanduser() if out is not None else resolved.with_name(f"{resolved.name}_merge")
+    if out_dir.resolve().is_relative_to(resolved):
         raise ConfigError(f"--out: '{out_dir}' is inside the multirun folder, whose review would read it as a job; "
                           "choose a folder outside it")
     check_creatable(out_dir)
     torch_device = _device(device)
     groups = group_runs(find_runs(root), vary)
     prepared = [prepare_group(group, methods, vary) for group in groups]
-    base = Path(root).resolve().name
+    base = resolved.name
     folders = []
     for i, prep in enumerate(prepared):
         folder = out_dir if len(prepared) == 1 else out_dir / str(i)
         name = f"{base}/merge" if len(prepared) == 1 else f"{base}/merge{i}"
         log.info("merging %s: jobs %s", prep.group.label, ", ".join(r.name for r in prep.group.runs))
-        merge_group(prep, methods, folder, torch_device, logger, name, root.resolve())
+        merge_group(prep, methods, folder, torch_device, logger, name, resolved)
         folders.append(folder)
     return folders
 

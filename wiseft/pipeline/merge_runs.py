@@ -141,8 +141,8 @@ def check_group(group: Group, methods: Sequence[str], vary: Sequence[str] | None
     if len(group.runs) < 2:
         where = f"group {group.label}" if group.key else "the multirun"
         grouping = "--vary all" if vary is None else f"--vary {','.join(vary)}"
-        raise ConfigError(f"{', '.join(methods)} need two or more fine-tuned runs, but {where} has only job "
-                          f"'{first.name}' (runs are merged when they differ only in the {grouping} keys)")
+        raise ConfigError(f"merging needs two or more fine-tuned runs ({', '.join(methods)}), but {where} has only "
+                          f"job '{first.name}' (runs are merged when they differ only in the {grouping} keys)")
     for other in group.runs[1:]:
         pair = f"jobs '{first.name}' and '{other.name}' cannot be merged"
         for key in _SAME_MODEL_KEYS:
