@@ -180,6 +180,40 @@ class FinetuneConfig:
             _positive("finetune.grad_clip", self.grad_clip)
 
 
+FISHER_LABELS = ("sampled", "true")
+
+
+@dataclass
+class FisherConfig:
+    """The Fisher-weighted merge (the WiSE-FT paper's appendix): a second weight-space path over the same alphas.
+
+    Off by default: it costs two Fisher estimates (``examples`` per-example gradients each) and doubles the
+    sweep's forward passes.
+
+    Attributes:
+        examples: Reference training examples (evaluation preprocessing, a seeded subset) each diagonal Fisher
+            is estimated on; 0 switches the method off.
+        labels: ``sampled`` (a label drawn from the model's own predictions per example: the Fisher of the
+            WiSE-FT code) or ``true`` (the data's labels: the empirical Fisher).
+        floor: Lower bound on every Fisher value (the WiSE-FT code's ``--fisher_floor``).
+        chunk: Per-example gradients held at once (memory: ``chunk`` copies of the parameters).
+    """
+
+    examples: int = 0
+    labels: str = "sampled"
+    floor: float = 1e-8
+    chunk: int = 16
+
+    def __post_init__(self) -> None:
+        if self.examples < 0:
+            raise ConfigError(f"wiseft.fisher.examples: must be 0 (off) or positive, got {self.examples}")
+        if self.labels not in FISHER_LABELS:
+            raise ConfigError(f"wiseft.fisher.labels: must be one of {FISHER_LABELS}, got '{self.labels}'")
+        _positive("wiseft.fisher.floor", self.floor)
+        if self.chunk <= 0:
+            raise ConfigError(f"wiseft.fisher.chunk: must be positive, got {self.chunk}")
+
+
 @dataclass
 class WiseftConfig:
     """The post-fit sweep.
@@ -198,6 +232,7 @@ class WiseftConfig:
             logits_finetuned`` over the same grid (the paper's comparison; no extra forward pass).
         calibration_bins: Bins of the expected calibration error reported next to top-1 (``ece_*``, with the NLL
             in ``nll_*``); 0 reports top-1 only.
+        fisher: The Fisher-weighted merge (rows of method ``fisher``), off unless ``fisher.examples > 0``.
     """
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
@@ -207,6 +242,7 @@ class WiseftConfig:
     batch_cache_mb: int = 1024
     ensemble: bool = True
     calibration_bins: int = 15
+    fisher: FisherConfig = field(default_factory=FisherConfig)
 
     def __post_init__(self) -> None:
         if not self.alphas:

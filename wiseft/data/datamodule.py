@@ -17,6 +17,15 @@ from wiseft.runtime.distributed import UnpaddedDistributedSampler
 from wiseft.runtime.exact_resume import ResumableLoader
 
 
+def held_out_split(samples: list[tuple[str, int]], fraction: float,
+                   seed: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """``(train, held_out)``: a seeded ``fraction`` of the training samples held out to choose alpha on (at least
+    one), both in their original order. The split of a run with ``data.reference.val_fraction`` and seed ``seed``."""
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, round(fraction * len(samples)))
+    return [samples[i] for i in sorted(order[n_val:])], [samples[i] for i in sorted(order[:n_val])]
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """A named evaluation dataset and its role in the results.
@@ -109,6 +118,12 @@ class WiSEFTDataModule(L.LightningDataModule):
             self._samples[where], bad = verify_samples(samples, self.config.verify_images, where)
             self.skipped += bad
 
+    def reference_samples(self) -> list[tuple[str, int]]:
+        """Every reference training sample as :meth:`check` listed it, before any held-out split."""
+        if not self._samples:
+            self.check()
+        return list(self._samples["data.reference.train"])
+
     def set_transforms(self, train_transform: Callable, eval_transform: Callable) -> None:
         """Set the model's preprocessing (known only once the model is built)."""
         self.train_transform = train_transform
@@ -125,11 +140,7 @@ class WiSEFTDataModule(L.LightningDataModule):
         train_samples = self._samples["data.reference.train"]
         val_samples = None
         if ref.val is None:
-            # Hold out a seeded fraction of the training data to choose alpha on.
-            order = torch.randperm(len(train_samples), generator=torch.Generator().manual_seed(self.seed)).tolist()
-            n_val = max(1, round(ref.val_fraction * len(train_samples)))
-            val_samples = [train_samples[i] for i in sorted(order[:n_val])]
-            train_samples = [train_samples[i] for i in sorted(order[n_val:])]
+            train_samples, val_samples = held_out_split(train_samples, ref.val_fraction, self.seed)
         self.train_set = build_dataset(ref.train, self.train_transform, None, train_samples, "data.reference.train")
         val_spec = ref.val if ref.val is not None else ref.train
         if val_samples is None:

@@ -2,5 +2,7 @@
 
 - :mod:`~wiseft.pipeline.train`: ``train(cfg)``: checks, data, model, fit, then the sweep writes the outputs.
 - :mod:`~wiseft.pipeline.evaluate`: ``evaluate_checkpoints(cfg)``: the sweep over given checkpoints.
+- :mod:`~wiseft.pipeline.merge`: ``python -m wiseft.pipeline.merge <multirun>``: model soups and Model Stock over
+  the fine-tuned runs of a multirun (grouped and checked by :mod:`~wiseft.pipeline.merge_runs`).
 - :mod:`~wiseft.pipeline.ddp_child`: the entry point of DDP child processes.
 """

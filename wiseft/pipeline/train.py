@@ -30,6 +30,7 @@ from wiseft.runtime.launch import distributed_job
 from wiseft.runtime.preemption import ResumeCheckpoint
 from wiseft.runtime.terminal import route_lightning_logs
 from wiseft.sweep.callback import WiSEFTSweep
+from wiseft.sweep.fisher_path import FisherPath
 from wiseft.sweep.summary import sweep_alphas
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,13 @@ def train(cfg: DictConfig) -> float:
         module = WiSEFTModule(classifier, settings.finetune)
     module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
 
+    fisher = settings.wiseft.fisher
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=job.baselines,
                         upload_checkpoint=settings.wiseft.upload_checkpoint,
                         cache_bytes=settings.wiseft.batch_cache_mb << 20, ensemble=settings.wiseft.ensemble,
-                        calibration_bins=settings.wiseft.calibration_bins)
+                        calibration_bins=settings.wiseft.calibration_bins,
+                        extra_paths=[FisherPath(fisher, settings.seed, out_dir)] if fisher.examples else [])
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from wiseft.errors import DataError
-from wiseft.review.results import RESULTS_JSONL, SUMMARY_JSON, read_rows
+from wiseft.review.results import PRIMARY, RESULTS_JSONL, SUMMARY_JSON, read_rows
 
 CONFIG_YAML = "config.yaml"
 #: Config keys that differ between jobs without being hyperparameters.
@@ -78,7 +78,7 @@ class Job:
     Attributes:
         name: Folder relative to the sweep folder (Hydra's job number).
         path: The job folder.
-        rows: One row per alpha.
+        rows: One row per alpha, of the run's headline method (WiSE-FT; a merge's first method).
         summary: The job's ``summary.json``.
         config: The job's resolved config (empty if ``config.yaml`` is missing).
         params: The hyperparameters that tell this job apart (filled by :func:`load_sweep`).
@@ -139,7 +139,7 @@ def load_job(path: str | Path, root: str | Path | None = None) -> Job:
             raise DataError(f"'{path}' is not a finished run: {name} is missing")
     try:
         summary = json.loads((path / SUMMARY_JSON).read_text())
-        rows = read_rows(path)
+        rows = read_rows(path, summary.get("method", PRIMARY))  # a merge's headline is a soup, not WiSE-FT
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"'{path}': unreadable result file ({err})") from err
     if not rows:

@@ -28,6 +28,10 @@ PRIMARY = "wiseft"
 METHOD_LABELS = {
     "wiseft": "WiSE-FT (weight space)",
     "ensemble": "output-space ensemble",
+    "fisher": "Fisher-weighted merge",
+    "uniform_soup": "uniform soup (WiSE-FT from zero-shot)",
+    "greedy_soup": "greedy soup (WiSE-FT from zero-shot)",
+    "model_stock": "Model Stock (WiSE-FT from zero-shot)",
 }
 
 Rows = Sequence[Mapping[str, float]]
