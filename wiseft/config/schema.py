@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from wiseft.errors import ConfigError
 
 DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
-FINETUNE_MODES = ("e2e", "linear")
+FINETUNE_MODES = ("e2e", "linear", "flyp")
 VERIFY_MODES = ("off", "error", "skip")
 
 
@@ -140,10 +140,12 @@ class DataConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning recipe (``e2e``: everything; ``linear``: the head only).
+    """Fine-tuning recipe.
 
-    ``augment: false`` trains on the evaluation preprocessing (resize and centre crop) instead of open_clip's
-    training transform (RandomResizedCrop), as the reference code does for its linear classifier.
+    Modes: ``e2e`` (everything, cross-entropy), ``linear`` (the head only, on cached features) and ``flyp`` (FLYP:
+    both towers with CLIP's contrastive loss on class-prompt captions; the head is rebuilt from the text tower).
+    ``augment: false`` trains on the evaluation preprocessing (resize and centre crop) instead of
+    open_clip's training transform (RandomResizedCrop), as the reference code does for its linear classifier.
     """
 
     mode: str = "e2e"
@@ -172,6 +174,9 @@ class FinetuneConfig:
             raise ConfigError(f"finetune.label_smoothing: must lie in [0, 1), got {self.label_smoothing}")
         if self.grad_clip is not None:
             _positive("finetune.grad_clip", self.grad_clip)
+        if self.mode == "flyp" and self.label_smoothing != 0.0:
+            raise ConfigError(f"finetune.label_smoothing: FLYP trains with CLIP's contrastive loss, which has no "
+                              f"label smoothing; set it to 0 (got {self.label_smoothing})")
 
 
 @dataclass

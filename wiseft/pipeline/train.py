@@ -23,9 +23,11 @@ from wiseft.io.atomic import atomic_write_text, check_writable
 from wiseft.io.checkpoint_io import SafeCheckpointIO
 from wiseft.io.safeload import load_torch_file
 from wiseft.models.factory import build_clip, check_model_args
+from wiseft.models.flyp import FLYPModule
 from wiseft.models.linear_probe import LinearProbeModule
 from wiseft.models.module import WiSEFTModule
 from wiseft.models.performance import apply_performance_options
+from wiseft.models.text_head import TextHeadClassifier
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
 from wiseft.review.robustness import LinearFit, resolve_baselines
 from wiseft.review.wandb import ResilientWandbLogger
@@ -127,24 +129,30 @@ def train(cfg: DictConfig) -> float:
                         tokenizer_kwargs=m.tokenizer_kwargs, cache_dir=m.cache_dir, precision=m.precision,
                         aug_cfg=m.aug_cfg, allow_download=m.allow_download)
     templates = resolve_templates(settings.data.templates)
-    classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
+    mode = settings.finetune.mode
+    # FLYP trains the text tower too: its classifier keeps it and derives the head from it.
+    build = TextHeadClassifier.from_clip if mode == "flyp" else zero_shot_classifier
+    classifier = build(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
     apply_performance_options(classifier.image_encoder, m.grad_checkpointing, m.compile, m.compile_mode)
     datamodule.set_transforms(bundle.training_transform(settings.finetune.augment), bundle.eval_transform)
+    metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames, "finetune": mode}
 
-    if settings.finetune.mode == "linear":
+    if mode == "linear":
         # The frozen encoder's features are computed once (cached on disk) and the head trains on them.
         datamodule = FeatureDataModule.from_images(datamodule, classifier.image_encoder,
                                                    settings.finetune.feature_cache)
         module = LinearProbeModule(classifier, settings.finetune)
+    elif mode == "flyp":
+        module = FLYPModule(classifier, settings.finetune)
     else:
         module = WiSEFTModule(classifier, settings.finetune)
-    module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
+    module.checkpoint_metadata = metadata
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=baselines,
                         upload_checkpoint=settings.wiseft.upload_checkpoint,
                         cache_bytes=settings.wiseft.batch_cache_mb << 20, ensemble=settings.wiseft.ensemble,
-                        calibration_bins=settings.wiseft.calibration_bins)
+                        calibration_bins=settings.wiseft.calibration_bins, finetune=mode)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]
