@@ -29,6 +29,7 @@ from wiseft.models.module import WiSEFTModule
 from wiseft.models.performance import apply_performance_options
 from wiseft.models.text_head import TextHeadClassifier
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
+from wiseft.pipeline.lpft import ProbeStage, zeroshot_state
 from wiseft.review.robustness import LinearFit, resolve_baselines
 from wiseft.review.wandb import ResilientWandbLogger
 from wiseft.runtime.exact_resume import ReloadTrainData, StepSeed
@@ -137,6 +138,7 @@ def train(cfg: DictConfig) -> float:
     datamodule.set_transforms(bundle.training_transform(settings.finetune.augment), bundle.eval_transform)
     metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames, "finetune": mode}
 
+    zeroshot, probe = None, None
     if mode == "linear":
         # The frozen encoder's features are computed once (cached on disk) and the head trains on them.
         datamodule = FeatureDataModule.from_images(datamodule, classifier.image_encoder,
@@ -146,13 +148,19 @@ def train(cfg: DictConfig) -> float:
         module = FLYPModule(classifier, settings.finetune)
     else:
         module = WiSEFTModule(classifier, settings.finetune)
+        if mode == "lpft":
+            # The probe replaces the head before the end-to-end fit: WiSE-FT's alpha = 0 is taken now.
+            zeroshot = zeroshot_state(classifier)
+            # Resuming the second stage restores every weight, the head included: no probe to train or read.
+            if ckpt_path is None:
+                probe = ProbeStage(cfg, settings.finetune, datamodule, classifier, out_dir, metadata)
     module.checkpoint_metadata = metadata
 
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=baselines,
                         upload_checkpoint=settings.wiseft.upload_checkpoint,
                         cache_bytes=settings.wiseft.batch_cache_mb << 20, ensemble=settings.wiseft.ensemble,
-                        calibration_bins=settings.wiseft.calibration_bins, finetune=mode)
+                        calibration_bins=settings.wiseft.calibration_bins, zeroshot=zeroshot, finetune=mode)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]
@@ -168,8 +176,13 @@ def train(cfg: DictConfig) -> float:
             atomic_write_text(out_dir / SKIPPED_IMAGES, "".join(f"{p}\t{why}\n" for p, why in datamodule.skipped))
     for logger in loggers:
         logger.log_hyperparams(resolved)
+    # LP-FT's probe, unless an earlier launch kept it: its Trainer is the job's first (under DDP, the one whose
+    # launch starts the other processes, which then run both stages).
+    probe_trainer = probe.trainer(_trainer_plugins(cfg)) if probe is not None and not probe.done else None
     try:
-        with distributed_job(trainer, cfg, out_dir):
+        with distributed_job(probe_trainer or trainer, cfg, out_dir):
+            if probe is not None:
+                probe.run(probe_trainer)
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
                         weights_only=True)
     except SIGTERMException as err:
