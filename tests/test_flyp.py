@@ -198,6 +198,8 @@ def test_standalone_evaluation_and_export_of_flyp_checkpoints(flyp_run):
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     evaluate_checkpoints(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finetune"] == "flyp"
     got, expected = read_curves(out), read_curves(run)
     assert {m: [r["reference"] for r in rows] for m, rows in got.items()} == {
         m: [r["reference"] for r in rows] for m, rows in expected.items()}
@@ -206,7 +208,6 @@ def test_standalone_evaluation_and_export_of_flyp_checkpoints(flyp_run):
             assert a == pytest.approx(b)
     # The export holds the fine-tuned text tower (not the original one) and the head built from it.
     chosen, _ = _load(out / "checkpoints" / "wiseft_chosen.safetensors")
-    summary = json.loads((out / "summary.json").read_text())
     exported = open_clip.create_model("tiny-vit", pretrained=summary["export"]["model"])
     assert torch.equal(exported.logit_scale, chosen.text.logit_scale)
     assert torch.equal(exported.token_embedding.weight, chosen.text.token_embedding.weight)
@@ -217,3 +218,16 @@ def test_standalone_evaluation_and_export_of_flyp_checkpoints(flyp_run):
     paths = export_checkpoint(run / "checkpoints" / "finetuned.safetensors", root / "export")
     assert open_clip.create_model("tiny-vit", pretrained=str(paths["model"])).logit_scale.item() == pytest.approx(
         load_weights(run / "checkpoints" / "finetuned.safetensors")[0]["text.logit_scale"].item())
+
+
+def test_imagenet_recipe_is_the_reference_command():
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=vit_b16_flyp", "paths.data_dir=/data"])
+    settings = to_settings(cfg)
+    f = settings.finetune
+    assert (f.mode, f.lr, f.weight_decay, f.epochs, f.warmup_steps, f.grad_clip, f.augment) == (
+        "flyp", 1e-5, 0.1, 10, 500, None, True)
+    assert (settings.model.name, settings.model.pretrained) == ("ViT-B-16-quickgelu", "openai")
+    assert settings.data.batch_size == 512 and settings.data.templates == "openai_imagenet"
+    assert cfg.trainer.gradient_clip_val is None and cfg.trainer.max_epochs == 10

@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import tiny_cfg
 from tests.sweep_helpers import make_data
-from wiseft.config.schema import FinetuneConfig, ProbeConfig
+from wiseft.config.schema import FinetuneConfig, ProbeConfig, to_settings
 from wiseft.io.checkpoints import load_weights
 from wiseft.models.linear_probe import LinearProbeModule
 from wiseft.models.module import WiSEFTModule
@@ -105,3 +105,13 @@ def test_probe_recipe_is_linear_mode_with_the_probe_settings():
                                          probe=ProbeConfig(lr=1e-2, weight_decay=0.0, epochs=4, warmup_steps=7)))
     assert (recipe.mode, recipe.lr, recipe.weight_decay, recipe.epochs, recipe.warmup_steps, recipe.feature_cache) \
         == ("linear", 1e-2, 0.0, 4, 7, "/c")
+
+
+def test_imagenet_recipe_chains_the_linear_and_end_to_end_recipes():
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=vit_b16_lpft", "paths.data_dir=/data"])
+    f = to_settings(cfg).finetune
+    assert (f.mode, f.lr, f.epochs, f.warmup_steps, f.grad_clip, f.augment) == ("lpft", 3e-5, 10, 500, 1.0, True)
+    assert (f.probe.lr, f.probe.weight_decay, f.probe.epochs, f.probe.warmup_steps) == (1e-3, 0.1, 10, 500)
+    assert cfg.trainer.max_epochs == 10 and cfg.finetune.feature_cache.endswith("/features")

@@ -143,6 +143,8 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
     summary["baselines"] = {col: fit.to_dict() for col, fit in baselines.items()}
     summary["checkpoints"] = {"zeroshot": str(cfg.zeroshot) if cfg.get("zeroshot") else None,
                               "finetuned": str(cfg.finetuned)}
+    if meta_1.get("finetune"):  # how the checkpoint was trained, as a training run records it
+        summary["finetune"] = meta_1["finetune"]
 
     write_rows(curves, out_dir)
     if columns.shifts:
