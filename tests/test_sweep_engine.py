@@ -5,6 +5,7 @@ import torch
 
 import wiseft.sweep.engine as engine
 from wiseft.data.datasets import LabeledImageDataset
+from wiseft.data.projection import projector
 from wiseft.methods.interpolate import interpolate
 from wiseft.sweep.engine import run_sweep
 from wiseft.sweep.evaluate import correct_counts
@@ -126,7 +127,7 @@ def test_output_ensemble_mixes_the_endpoint_logits_without_a_forward_pass(setup,
             model.eval()
             logits[k] = [[(model(x), y) for x, y in loader] for loader in loaders]
     for j, loader in enumerate(loaders):
-        project = engine.projector(getattr(loader.dataset, "projection", None), "cpu")
+        project = projector(getattr(loader.dataset, "projection", None), "cpu")
         expected = sum(logit_stats(project(torch.lerp(l0, l1, 0.25)), y)
                        for (l0, y), (l1, _) in zip(logits[0][j], logits[1][j], strict=True))
         assert torch.equal(stats[1, 1, j], expected)
@@ -166,3 +167,21 @@ def test_averages_carry_no_float_noise_into_the_results_files():
     out = add_averages(row, Columns("val", "ref", ("v2", "sketch", "rendition", "objectnet", "hard")))
     assert repr(out["avg_shifts"]) == "51.74" and repr(out["avg_ref_shifts"]) == "58.095"
     assert {k: out[k] for k in row} == row
+
+
+def test_the_ensemble_alone_costs_two_forward_passes_per_image_whatever_the_grid(setup):
+    model, theta_0, theta_1, dm = setup
+    loaders = [dm.eval_loader(s) for s in dm.eval_sets]
+    paths = [engine.WeightPath("wiseft", theta_0, theta_1)]
+    grid = [i / 10 for i in range(11)]
+    forwards = []
+    hook = model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        alone = engine.sweep_stats(model, paths, grid, loaders, ensemble=True, weight_space=False)
+    finally:
+        hook.remove()
+    assert len(forwards) == 2 * sum(len(ld) for ld in loaders)  # one batch, two endpoints
+    both = engine.sweep_stats(model, paths, grid, loaders, ensemble=True)
+    assert alone.shape[0] == 1 and torch.equal(alone[0], both[-1])
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        engine.sweep_stats(model, paths, grid, loaders, weight_space=False)

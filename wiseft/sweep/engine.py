@@ -24,30 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from wiseft.data.projection import ClassProjection
+from wiseft.data.projection import projector
 from wiseft.methods.interpolate import StateDict, interpolate_into
 from wiseft.runtime.distributed import Reduce, no_reduce
+from wiseft.sweep.logits import mixed_logit_stats
 from wiseft.sweep.stats import DEFAULT_BINS, logit_stats, width
 from wiseft.sweep.summary import Columns, Row, rows_from_stats, sweep_alphas
 
 #: Default bound on the decoded images held at once (bytes).
 DEFAULT_CACHE_BYTES = 1 << 30
-
-Projector = Callable[[torch.Tensor], torch.Tensor]
-
-
-def projector(projection: ClassProjection | None, device: torch.device | str) -> Projector:
-    """A function mapping reference-class logits to the dataset's classes, with its index built once."""
-    if projection is None:
-        return lambda logits: logits
-    index = projection.index_tensor(device)
-    gather, pad = index.clamp(min=0), index < 0
-
-    def project(logits: torch.Tensor) -> torch.Tensor:
-        return logits[:, gather].masked_fill(pad, float("-inf")).amax(dim=-1)
-
-    return project
-
 
 @dataclass(frozen=True)
 class WeightPath:
@@ -89,6 +74,7 @@ def sweep_stats(
     device: torch.device | str = "cpu",
     *,
     ensemble: bool = False,
+    weight_space: bool = True,
     bins: int = DEFAULT_BINS,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
@@ -109,6 +95,8 @@ def sweep_stats(
             ``projection`` (labels are in the dataset's own class space).
         device: Where to evaluate.
         ensemble: Also evaluate the output-space ensemble of the first path's endpoints.
+        weight_space: Evaluate the paths over the grid; ``False`` (with ``ensemble``) evaluates the output-space
+            ensemble alone: two forward passes per image (the first path's endpoints), whatever the grid.
         bins: Calibration bins (:mod:`wiseft.sweep.stats`); 0 counts top-1 only.
         cache_bytes: Bound on the decoded images held at once; larger blocks mean fewer weight writes.
         forward_context: Entered around forward passes (e.g. the trainer's autocast).
@@ -120,12 +108,16 @@ def sweep_stats(
 
     Returns:
         ``(methods, len(grid), len(loaders), width(bins))`` int64 tensor on the CPU; methods are
-        :func:`method_names` ``(paths, ensemble)``.
+        :func:`method_names` ``(paths, ensemble)``, or the ensemble alone without ``weight_space``.
     """
     device = torch.device(device)
     grid = [float(a) for a in grid]
     if ensemble and not {0.0, 1.0} <= set(grid):
         raise ValueError("the output-space ensemble needs alpha 0 and 1 in the grid")
+    if not weight_space:
+        if not ensemble:
+            raise ValueError("nothing to evaluate: neither weight space nor the output-space ensemble")
+        paths = paths[:1]
     endpoints = [(_on_device(p.theta_0, device), _on_device(p.theta_1, device)) for p in paths]
     project = [projector(getattr(getattr(ld, "dataset", None), "projection", None), device) for ld in loaders]
     num_methods = len(paths) + int(ensemble)
@@ -133,8 +125,8 @@ def sweep_stats(
     for j, previous in (done or {}).items():
         stats[:, :, j] = previous.to(device)
     block: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    plan = [(p, i) for p in range(len(paths)) for i in range(len(grid))]
     ends = {grid.index(0.0): 0, grid.index(1.0): 1} if ensemble else {}
+    plan = [(p, i) for p in range(len(paths)) for i in range(len(grid)) if weight_space or i in ends]
     state: dict = {"current": None, "reverse": False, "bytes": 0}
     read: list[int] = []  # loaders read to the end whose last images may still wait in the block
 
@@ -161,9 +153,9 @@ def sweep_stats(
         if ensemble:
             with torch.inference_mode():
                 for b, (j, _, labels) in enumerate(block):
-                    for i, alpha in enumerate(grid):
-                        mixed = torch.lerp(kept[b, 0], kept[b, 1], alpha)
-                        stats[-1, i, j] += logit_stats(project[j](mixed), labels, bins)
+                    projection = getattr(getattr(loaders[j], "dataset", None), "projection", None)
+                    stats[-1, :, j] += mixed_logit_stats(kept[b, 0], kept[b, 1], labels, grid, projection,
+                                                         bins).to(device)
         # The next block starts where this one ended, saving one weight write.
         state["reverse"] = not state["reverse"]
         block.clear()
@@ -191,7 +183,7 @@ def sweep_stats(
             evaluate_block()
     finally:
         model.train(was_training)
-    return stats.cpu()
+    return (stats if weight_space else stats[-1:]).cpu()
 
 
 def weight_sweep_counts(

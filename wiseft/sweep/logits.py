@@ -17,9 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
-from wiseft.data.projection import ClassProjection
+from wiseft.data.projection import ClassProjection, projector
 from wiseft.sweep import stats as _stats
-from wiseft.sweep.engine import projector
 
 #: Rows processed at once; bounds the ``O(chunk * C)`` temporaries.
 CHUNK_ROWS = 2048
