@@ -69,10 +69,15 @@ def test_typo_or_wrong_type_fails_at_compose_time(override):
     ("finetune.lr=-1e-4", "finetune.lr: must be positive, got -0.0001"),
     ("finetune.epochs=0", "finetune.epochs: must be positive, got 0"),
     ("data.batch_size=0", "data.batch_size: must be positive, got 0"),
-    ("finetune.mode=full", "finetune.mode: must be one of ('e2e', 'linear'), got 'full'"),
+    ("finetune.mode=full", "finetune.mode: must be one of ('e2e', 'linear', 'lpft', 'flyp'), got 'full'"),
+    ("finetune=lpft finetune.probe.lr=0", "finetune.probe.lr: must be positive, got 0.0"),
+    ("finetune=lpft finetune.probe.epochs=0", "finetune.probe.epochs: must be positive, got 0"),
+    ("finetune=lpft finetune.probe.warmup_steps=-1", "finetune.probe.warmup_steps: must be >= 0, got -1"),
+    ("finetune=flyp finetune.label_smoothing=0.1", "finetune.label_smoothing: FLYP trains with CLIP's contrastive "
+                                                   "loss, which has no label smoothing; set it to 0 (got 0.1)"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(tmp_path, override, message):
-    cfg = _compose(tmp_path, [override])
+    cfg = _compose(tmp_path, override.split())
     with pytest.raises(ConfigError) as info:
         to_settings(cfg)
     assert message in str(info.value)

@@ -52,15 +52,23 @@ def _single_process_rows(run: Path, data: Path):
     from wiseft.config.schema import to_settings
     from wiseft.data.datamodule import WiSEFTDataModule
     from wiseft.io.checkpoints import load_weights
+    from wiseft.methods.text_head import weight_mix
     from wiseft.models.classifier import ClassificationHead, ImageClassifier
     from wiseft.models.factory import build_clip
+    from wiseft.models.text_head import TextHeadClassifier, has_text_tower
+    from wiseft.models.zeroshot import resolve_templates
     from wiseft.sweep.engine import run_sweep
     from wiseft.sweep.summary import Columns
 
     theta_0, meta = load_weights(run / "checkpoints" / "zeroshot.safetensors")
     theta_1, _ = load_weights(run / "checkpoints" / "finetuned.safetensors")
     bundle = build_clip(meta["model"]["name"])
-    model = ImageClassifier(bundle.model.visual, ClassificationHead(torch.zeros_like(theta_0["head.weight"])))
+    head = ClassificationHead(torch.zeros_like(theta_0["head.weight"]))
+    if has_text_tower(theta_0):  # FLYP: the head at each alpha comes from the interpolated text tower
+        model = TextHeadClassifier.from_clip(bundle.model, bundle.tokenizer, meta["classnames"],
+                                             resolve_templates("simple_imagenet"), head)
+    else:
+        model = ImageClassifier(bundle.model.visual, head)
     dm = WiSEFTDataModule(to_settings(tiny_cfg(data, run, ["data.eval_batch_size=1"])).data)
     dm.check()
     dm.set_transforms(bundle.eval_transform, bundle.eval_transform)
@@ -68,11 +76,11 @@ def _single_process_rows(run: Path, data: Path):
     columns = Columns(sets[0].name, sets[1].name, tuple(s.name for s in sets[2:]))
     rows = read_curves(run)  # method -> rows, as run_sweep returns them
     expected = run_sweep(model, theta_0, theta_1, [r["alpha"] for r in rows["wiseft"]],
-                         {s.name: dm.eval_loader(s) for s in sets}, columns)
+                         {s.name: dm.eval_loader(s) for s in sets}, columns, mix=weight_mix(model))
     return rows, expected, theta_0, theta_1
 
 
-@pytest.mark.parametrize("mode", ["e2e", "linear"])
+@pytest.mark.parametrize("mode", ["e2e", "linear", "lpft", "flyp"])
 def test_two_processes_train_and_evaluate_exactly_like_one(tmp_path, mode):
     data = make_data(tmp_path)
     run = tmp_path / "run"
@@ -82,6 +90,11 @@ def test_two_processes_train_and_evaluate_exactly_like_one(tmp_path, mode):
     if mode == "linear":
         extra += ["finetune=linear", f"finetune.feature_cache={tmp_path / 'features'}", "finetune.lr=3.0",
                   "finetune.epochs=2"]
+    elif mode == "lpft":  # two fits in one job: the probe's launch starts the second process, which runs both
+        extra += ["finetune=lpft", f"finetune.feature_cache={tmp_path / 'features'}", "finetune.probe.lr=3.0",
+                  "finetune.probe.epochs=2", "finetune.probe.warmup_steps=1"]
+    elif mode == "flyp":  # the contrastive batch gathered from both processes
+        extra += ["finetune=flyp"]
     _run(_overrides(data, *extra), tmp_path)
 
     rows, expected, theta_0, theta_1 = _single_process_rows(run, data)
@@ -104,16 +117,18 @@ def test_two_processes_train_and_evaluate_exactly_like_one(tmp_path, mode):
     # The end-of-training checkpoint (to resume a run killed during the sweep) and each process's record of
     # the evaluation sets it finished (the LC sweep interpolates cached logits: nothing to record).
     reliability = {"checkpoints/lightning/last.ckpt"}
-    if mode == "e2e":
+    if mode != "linear":
         reliability |= {"sweep_progress.rank0.jsonl", "sweep_progress.rank1.jsonl"}
+    if mode == "lpft":
+        reliability |= {"checkpoints/lpft_probe.safetensors"}
     assert {f for f in files if not f.startswith((".hydra/", "csv/"))} == {
         ".ddp/config.yaml", "config.yaml", "train.log", "results.csv", "results.jsonl", "summary.json", "curve.png",
         "checkpoints/zeroshot.safetensors", "checkpoints/finetuned.safetensors",
         "checkpoints/wiseft_chosen.safetensors", *reliability}
     assert {Path(f).parts[1] for f in files if f.startswith("csv/")} == {"version_0"}
     assert not (tmp_path / "logs").exists()  # no stray run folder from a re-resolved ${now:}
-    if mode == "linear":
-        assert len(list((tmp_path / "features").glob("*.safetensors"))) == 5  # assembled shards, no parts left
+    if mode in ("linear", "lpft"):  # assembled shards, no parts left (LP-FT's probe: train and val features only)
+        assert len(list((tmp_path / "features").glob("*.safetensors"))) == (5 if mode == "linear" else 2)
 
 
 def _check_multirun(sweep: Path, tmp: Path, wandb: bool) -> None:

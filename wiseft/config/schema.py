@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from wiseft.errors import ConfigError
 
 DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
-FINETUNE_MODES = ("e2e", "linear")
+FINETUNE_MODES = ("e2e", "linear", "lpft", "flyp")
 VERIFY_MODES = ("off", "error", "skip")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -145,11 +145,40 @@ class DataConfig:
 
 
 @dataclass
-class FinetuneConfig:
-    """Fine-tuning recipe (``e2e``: everything; ``linear``: the head only).
+class ProbeConfig:
+    """LP-FT's first stage: the linear probe, trained as ``finetune=linear`` on the frozen encoder's features.
 
-    ``augment: false`` trains on the evaluation preprocessing (resize and centre crop) instead of open_clip's
-    training transform (RandomResizedCrop), as the reference code does for its linear classifier.
+    Attributes:
+        lr: Peak AdamW learning rate of the head.
+        weight_decay: AdamW weight decay.
+        epochs: Epochs over the cached training features.
+        warmup_steps: Linear warmup before the cosine decay.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    epochs: int = 10
+    warmup_steps: int = 500
+
+    def __post_init__(self) -> None:
+        _positive("finetune.probe.lr", self.lr)
+        if self.epochs <= 0:
+            raise ConfigError(f"finetune.probe.epochs: must be positive, got {self.epochs}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"finetune.probe.weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"finetune.probe.warmup_steps: must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning recipe.
+
+    Modes: ``e2e`` (everything, cross-entropy), ``linear`` (the head only, on cached features), ``lpft`` (LP-FT:
+    the ``probe`` recipe as ``linear``, then end to end from the probe's head with this recipe) and ``flyp``
+    (FLYP: both towers with CLIP's contrastive loss on class-prompt captions; the head is rebuilt from the text
+    tower). ``augment: false`` trains on the evaluation preprocessing (resize and centre crop) instead of
+    open_clip's training transform (RandomResizedCrop), as the reference code does for its linear classifier.
     """
 
     mode: str = "e2e"
@@ -161,8 +190,10 @@ class FinetuneConfig:
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     augment: bool = True
-    # linear mode: folder of the cached image features (None: computed in memory, single process only).
+    # linear and lpft modes: folder of the cached image features (None: computed in memory, single process only).
     feature_cache: str | None = None
+    # lpft mode only: the first stage's recipe.
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in FINETUNE_MODES:
@@ -178,6 +209,9 @@ class FinetuneConfig:
             raise ConfigError(f"finetune.label_smoothing: must lie in [0, 1), got {self.label_smoothing}")
         if self.grad_clip is not None:
             _positive("finetune.grad_clip", self.grad_clip)
+        if self.mode == "flyp" and self.label_smoothing != 0.0:
+            raise ConfigError(f"finetune.label_smoothing: FLYP trains with CLIP's contrastive loss, which has no "
+                              f"label smoothing; set it to 0 (got {self.label_smoothing})")
 
 
 FISHER_LABELS = ("sampled", "true")

@@ -3,9 +3,9 @@
 Writes three files into a folder:
 
 - ``open_clip_model.safetensors``: a full open_clip state dict. The image tower (``visual.*``) is the
-  checkpoint's ``image_encoder.*``; the text tower and ``logit_scale`` come from the original pretrained model
-  named in the checkpoint's metadata (the classifier never held them). ``open_clip.create_model(name,
-  pretrained=<this file>)`` loads it.
+  checkpoint's ``image_encoder.*``; the text tower and ``logit_scale`` are the checkpoint's ``text.*`` when it
+  holds them (``finetune=flyp`` trains both towers), else they come from the original pretrained model named in
+  the checkpoint's metadata. ``open_clip.create_model(name, pretrained=<this file>)`` loads it.
 - ``open_clip_config.json``: model and preprocessing config, so ``open_clip.create_model_and_transforms(
   "local-dir:<folder>")`` works too.
 - ``head.safetensors``: the classification head (``weight``, ``bias``; class names in the metadata). Its logits
@@ -30,6 +30,7 @@ from wiseft.errors import CheckpointError, WiseftError
 from wiseft.io.atomic import atomic_write, atomic_write_text
 from wiseft.io.checkpoints import load_weights
 from wiseft.models.classifier import ClassificationHead
+from wiseft.models.text_head import TEXT_PREFIX, has_text_tower
 
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -38,30 +39,40 @@ ENCODER_PREFIX = "image_encoder."
 VISUAL_PREFIX = "visual."
 
 
+def _place(merged: dict[str, torch.Tensor], part: Mapping[str, torch.Tensor], prefix: str, target_prefix: str,
+           tower: str, source: str) -> None:
+    """Write ``prefix``-named classifier tensors over the ``target_prefix`` part of ``merged``, checking keys match."""
+    ours = {k[len(prefix):]: v for k, v in part.items() if k.startswith(prefix)}
+    theirs = {k[len(target_prefix):] for k in merged if k.startswith(target_prefix)}
+    if target_prefix == "":  # the text tower: every key outside the image tower
+        theirs = {k for k in theirs if not k.startswith(VISUAL_PREFIX)}
+    missing, unexpected = sorted(theirs - set(ours)), sorted(set(ours) - theirs)
+    if missing:
+        raise CheckpointError(f"{source}: key '{prefix}{missing[0]}' is missing for the open_clip {tower} "
+                              f"({len(missing)} keys missing)")
+    if unexpected:
+        raise CheckpointError(f"{source}: key '{prefix}{unexpected[0]}' has no place in the open_clip {tower} "
+                              f"({len(unexpected)} such keys)")
+    for key, tensor in ours.items():
+        target = merged[target_prefix + key]
+        if tuple(tensor.shape) != tuple(target.shape):
+            raise CheckpointError(f"{source}: key '{prefix}{key}' has shape {tuple(tensor.shape)}, the open_clip "
+                                  f"{tower} expects {tuple(target.shape)}")
+        merged[target_prefix + key] = tensor.detach().cpu().to(target.dtype).contiguous().clone()
+
+
 def merge_into_clip(classifier_state: Mapping[str, torch.Tensor], clip_state: Mapping[str, torch.Tensor],
                     source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """A full open_clip state dict: ``visual.*`` from the classifier's ``image_encoder.*``, the rest from CLIP.
+    """A full open_clip state dict: ``visual.*`` from the classifier's ``image_encoder.*``, the text tower and
+    ``logit_scale`` from its ``text.*`` when it holds them (FLYP), the rest from CLIP.
 
     Raises:
-        CheckpointError: The image towers' keys or shapes differ (names the first such key).
+        CheckpointError: The towers' keys or shapes differ (names the first such key).
     """
-    encoder = {k[len(ENCODER_PREFIX):]: v for k, v in classifier_state.items() if k.startswith(ENCODER_PREFIX)}
-    visual = {k[len(VISUAL_PREFIX):]: v for k, v in clip_state.items() if k.startswith(VISUAL_PREFIX)}
-    missing = sorted(set(visual) - set(encoder))
-    unexpected = sorted(set(encoder) - set(visual))
-    if missing:
-        raise CheckpointError(f"{source}: key '{ENCODER_PREFIX}{missing[0]}' is missing for the open_clip image "
-                              f"tower ({len(missing)} keys missing)")
-    if unexpected:
-        raise CheckpointError(f"{source}: key '{ENCODER_PREFIX}{unexpected[0]}' has no place in the open_clip "
-                              f"image tower ({len(unexpected)} such keys)")
     merged = {k: v.detach().cpu().contiguous().clone() for k, v in clip_state.items()}
-    for key, tensor in encoder.items():
-        target = merged[VISUAL_PREFIX + key]
-        if tuple(tensor.shape) != tuple(target.shape):
-            raise CheckpointError(f"{source}: key '{ENCODER_PREFIX}{key}' has shape {tuple(tensor.shape)}, the "
-                                  f"open_clip image tower expects {tuple(target.shape)}")
-        merged[VISUAL_PREFIX + key] = tensor.detach().cpu().to(target.dtype).contiguous().clone()
+    _place(merged, classifier_state, ENCODER_PREFIX, VISUAL_PREFIX, "image tower", source)
+    if has_text_tower(classifier_state):
+        _place(merged, classifier_state, TEXT_PREFIX, "", "text tower", source)
     return merged
 
 
@@ -90,11 +101,12 @@ def export_state(
     """Write a classifier state dict as an open_clip model folder (see the module docstring).
 
     Args:
-        classifier_state: ``image_encoder.*`` and ``head.*`` tensors.
+        classifier_state: ``image_encoder.*`` and ``head.*`` tensors (and ``text.*`` for a FLYP model).
         metadata: The checkpoint's metadata: ``model`` (the run's model config: name, pretrained, ...) and
             ``classnames``; ``alpha`` is recorded when present.
         out_dir: Folder to write into.
-        pretrained: Where the text tower comes from, instead of ``metadata["model"]["pretrained"]``.
+        pretrained: Where the text tower comes from, instead of ``metadata["model"]["pretrained"]`` (not needed
+            when the checkpoint holds its text tower).
 
     Returns:
         ``{"model": ..., "config": ..., "head": ...}`` paths.
@@ -108,10 +120,12 @@ def export_state(
     if not model.get("name"):
         raise CheckpointError("the checkpoint's metadata has no model config ('model': {name, pretrained, ...})")
     pretrained = pretrained or model.get("pretrained")
-    if not pretrained:
+    with_text = has_text_tower(classifier_state)
+    if not pretrained and not with_text:
         raise CheckpointError(f"model '{model['name']}' was randomly initialised (pretrained: null), so the text "
                               "tower cannot be recovered; pass the weights it started from as pretrained")
-    bundle = build_clip(model["name"], pretrained, config_file=model.get("config_file"),
+    # A checkpoint holding both towers needs the architecture only: every weight is overwritten below.
+    bundle = build_clip(model["name"], None if with_text else pretrained, config_file=model.get("config_file"),
                         force_quick_gelu=bool(model.get("force_quick_gelu")),
                         tokenizer_kwargs=model.get("tokenizer_kwargs"), cache_dir=model.get("cache_dir"))
     merged = merge_into_clip(classifier_state, bundle.model.state_dict())
@@ -162,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a classifier checkpoint (.safetensors) written by a run")
     parser.add_argument("out_dir", help="folder for open_clip_model.safetensors, open_clip_config.json, head")
     parser.add_argument("--pretrained", default=None,
-                        help="weights to take the text tower from (default: the run's model.pretrained)")
+                        help="weights to take the text tower from (default: the run's model.pretrained; "
+                             "a FLYP checkpoint holds its own)")
     args = parser.parse_args(argv)
     try:
         paths = export_checkpoint(args.checkpoint, args.out_dir, args.pretrained)

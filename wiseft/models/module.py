@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import lightning as L
@@ -38,7 +39,7 @@ class WiSEFTModule(L.LightningModule):
         super().__init__()
         self.model = model.train()
         self.finetune = finetune
-        self.save_hyperparameters({"finetune": vars(finetune)})
+        self.save_hyperparameters({"finetune": dataclasses.asdict(finetune)})
         if finetune.mode == "linear":
             model.image_encoder.requires_grad_(False)
         self.train_acc = MulticlassAccuracy(num_classes=model.num_classes, average="micro")

@@ -66,6 +66,7 @@ def zero_shot_weights(
     classnames: Sequence[str],
     templates: Sequence[Template],
     device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> torch.Tensor:
     """Weights of the zero-shot linear head.
 
@@ -78,17 +79,20 @@ def zero_shot_weights(
         classnames: One name per class, in label order.
         templates: Prompt templates.
         device: Where to run the text tower.
+        progress: Show a progress bar (off where heads are rebuilt many times, as in FLYP's sweep).
 
     Returns:
         ``(num_classes, embed_dim)`` tensor equal to ``logit_scale.exp() * class_embeddings``.
     """
     classnames, templates = list(classnames), list(templates)
     chunks = [classnames[i:i + _CLASSES_PER_BATCH] for i in range(0, len(classnames), _CLASSES_PER_BATCH)]
+    if progress:
+        chunks = track(chunks, f"zero-shot head ({len(classnames)} classes x {len(templates)} prompts)")
     # open_clip's builder, one chunk of classes at a time so that the text tower's work shows as a progress bar.
     embeddings = torch.cat([
         open_clip.build_zero_shot_classifier(clip_model, tokenizer, chunk, templates,
                                              num_classes_per_batch=_CLASSES_PER_BATCH, device=device)
-        for chunk in track(chunks, f"zero-shot head ({len(classnames)} classes x {len(templates)} prompts)")
+        for chunk in chunks
     ], dim=1)  # (embed_dim, num_classes), columns unit-norm
     return clip_model.logit_scale.exp().detach() * embeddings.T
 

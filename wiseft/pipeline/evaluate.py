@@ -4,6 +4,8 @@ Zero-shot and fine-tuned classifier checkpoints in, the full WiSE-FT sweep out: 
 run (``config.yaml``, ``results.{csv,jsonl}``, ``summary.json``, ``curve.png``, the chosen-alpha checkpoint) and,
 with ``export.enabled``, the chosen model as a plain open_clip model folder (see :mod:`wiseft.models.export`).
 Without ``zeroshot``, the zero-shot head is rebuilt from the checkpoint's model config and the data's prompts.
+A FLYP checkpoint (it holds the text tower) is swept over both towers, the head at each alpha rebuilt from the
+interpolated text tower with the data's prompts.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.errors import CheckpointError, ConfigError
 from wiseft.io.atomic import atomic_write_text, check_writable
 from wiseft.io.checkpoints import check_matches, load_weights, save_weights
-from wiseft.methods.interpolate import check_compatible, interpolate
+from wiseft.methods.interpolate import check_compatible
+from wiseft.methods.text_head import weight_mix
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.export import export_state
 from wiseft.models.factory import build_clip
+from wiseft.models.text_head import TextHeadClassifier, has_text_tower
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
 from wiseft.review.console import print_final_summary
 from wiseft.review.results import CURVE_PNG, PRIMARY, plot_curve, write_rows, write_summary
@@ -104,15 +108,24 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
     bundle = build_clip(m["name"], m.get("pretrained"), config_file=m.get("config_file"),
                         force_quick_gelu=bool(m.get("force_quick_gelu")), tokenizer_kwargs=m.get("tokenizer_kwargs"),
                         cache_dir=m.get("cache_dir"), precision=m.get("precision", "fp32"))
+    with_text = has_text_tower(theta_1)  # FLYP: both towers, the head derived from the text tower
     if theta_0 is None:
-        classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, classnames, templates)
+        build = TextHeadClassifier.from_clip if with_text else zero_shot_classifier
+        classifier = build(bundle.model, bundle.tokenizer, classnames, templates)
         theta_0 = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
         check_compatible(theta_0, theta_1)
     else:
         head = ClassificationHead(torch.zeros_like(theta_1["head.weight"]))
-        classifier = ImageClassifier(bundle.model.visual, head)
+        classifier = (TextHeadClassifier.from_clip(bundle.model, bundle.tokenizer, classnames, templates, head)
+                      if with_text else ImageClassifier(bundle.model.visual, head))
     check_matches(classifier, theta_1, str(cfg.finetuned))
     classifier.to(device).eval()
+    mix = weight_mix(classifier)
+
+    def weights_at(alpha: float) -> dict[str, torch.Tensor]:
+        mix(classifier, theta_0, theta_1, alpha)
+        return {k: v.detach().to("cpu", copy=True) for k, v in classifier.state_dict().items()}
+
     datamodule.set_transforms(bundle.train_transform, bundle.eval_transform)
 
     eval_sets = datamodule.eval_sets
@@ -128,7 +141,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
             log.debug("alpha=%.2f  %s", row["alpha"], "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha"))
 
         curves = run_sweep(classifier, theta_0, theta_1, wiseft.alphas, loaders, columns, device, report,
-                           ensemble=wiseft.ensemble, bins=wiseft.calibration_bins)
+                           ensemble=wiseft.ensemble, bins=wiseft.calibration_bins, mix=mix)
     curves = {name: [add_effective_robustness(row, columns.reference, baselines) for row in rows]
               for name, rows in curves.items()}
     summary = summarize_methods(curves, columns, wiseft.select_on, PRIMARY)
@@ -136,6 +149,8 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
     summary["baselines"] = {col: fit.to_dict() for col, fit in baselines.items()}
     summary["checkpoints"] = {"zeroshot": str(cfg.zeroshot) if cfg.get("zeroshot") else None,
                               "finetuned": str(cfg.finetuned)}
+    if meta_1.get("finetune"):  # how the checkpoint was trained, as a training run records it
+        summary["finetune"] = meta_1["finetune"]
 
     write_rows(curves, out_dir)
     if columns.shifts:
@@ -144,12 +159,12 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
     chosen_meta = {"model": m, "classnames": classnames, "alpha": alpha}
     chosen_path = out_dir / "checkpoints" / CHOSEN_CKPT
     if wiseft.save_checkpoints or cfg.export.enabled:
-        chosen = interpolate(theta_0, theta_1, alpha)
+        chosen = weights_at(alpha)
         if wiseft.save_checkpoints:
             save_weights(chosen, chosen_path, chosen_meta)
         if cfg.export.enabled:
             export_alpha = alpha if cfg.export.alpha is None else float(cfg.export.alpha)
-            state = chosen if export_alpha == alpha else interpolate(theta_0, theta_1, export_alpha)
+            state = chosen if export_alpha == alpha else weights_at(export_alpha)
             paths = export_state(state, {**chosen_meta, "alpha": export_alpha}, out_dir / "export",
                                  cfg.export.get("pretrained"))
             summary["export"] = {"alpha": export_alpha, **{k: str(v) for k, v in paths.items()}}

@@ -17,11 +17,20 @@ from wiseft.data.features import FeatureDataModule
 from wiseft.errors import RunInterrupted
 from wiseft.io.atomic import atomic_write_text, check_writable
 from wiseft.models.factory import build_clip
+from wiseft.models.flyp import FLYPModule
 from wiseft.models.linear_probe import LinearProbeModule
 from wiseft.models.module import WiSEFTModule
 from wiseft.models.performance import apply_performance_options
+from wiseft.models.text_head import TextHeadClassifier
 from wiseft.models.zeroshot import resolve_templates, zero_shot_classifier
-from wiseft.pipeline.checks import build_trainer, checked_job, configured_callbacks, instantiate_group
+from wiseft.pipeline.checks import (
+    build_trainer,
+    checked_job,
+    configured_callbacks,
+    instantiate_group,
+    trainer_plugins,
+)
+from wiseft.pipeline.lpft import ProbeStage, zeroshot_state
 from wiseft.review.console import print_final_summary, shown_path
 from wiseft.review.wandb import ResilientWandbLogger
 from wiseft.runtime.exact_resume import ReloadTrainData, StepSeed
@@ -38,9 +47,13 @@ log = logging.getLogger(__name__)
 SKIPPED_IMAGES = "skipped_images.txt"
 
 
+MODE_WORDS = {"e2e": "end to end", "linear": "head only (linear classifier)",
+              "lpft": "by LP-FT (linear probe, then end to end)", "flyp": "by FLYP (contrastive, both towers)"}
+
+
 def _describe(settings: Settings) -> str:
     """One line on what the run is about to do (the first line it prints)."""
-    how = "end to end" if settings.finetune.mode == "e2e" else "head only (linear classifier)"
+    how = MODE_WORDS[settings.finetune.mode]
     epochs = settings.finetune.epochs
     num_sets = 2 + sum(spec.enabled for spec in settings.data.shifts.values())  # reference val and test, shifts
     return (f"fine-tuning {settings.model.name} {how} on {settings.data.reference.name} for {epochs} "
@@ -76,18 +89,31 @@ def train(cfg: DictConfig) -> float:
                         tokenizer_kwargs=m.tokenizer_kwargs, cache_dir=m.cache_dir, precision=m.precision,
                         aug_cfg=m.aug_cfg, allow_download=m.allow_download)
     templates = resolve_templates(settings.data.templates)
-    classifier = zero_shot_classifier(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
+    mode = settings.finetune.mode
+    # FLYP trains the text tower too: its classifier keeps it and derives the head from it.
+    build = TextHeadClassifier.from_clip if mode == "flyp" else zero_shot_classifier
+    classifier = build(bundle.model, bundle.tokenizer, datamodule.classnames, templates)
     apply_performance_options(classifier.image_encoder, m.grad_checkpointing, m.compile, m.compile_mode)
     datamodule.set_transforms(bundle.training_transform(settings.finetune.augment), bundle.eval_transform)
+    metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames, "finetune": mode}
 
-    if settings.finetune.mode == "linear":
+    zeroshot, probe = None, None
+    if mode == "linear":
         # The frozen encoder's features are computed once (cached on disk) and the head trains on them.
         datamodule = FeatureDataModule.from_images(datamodule, classifier.image_encoder,
                                                    settings.finetune.feature_cache)
         module = LinearProbeModule(classifier, settings.finetune)
+    elif mode == "flyp":
+        module = FLYPModule(classifier, settings.finetune)
     else:
         module = WiSEFTModule(classifier, settings.finetune)
-    module.checkpoint_metadata = {"model": dataclasses.asdict(m), "classnames": datamodule.classnames}
+        if mode == "lpft":
+            # The probe replaces the head before the end-to-end fit: WiSE-FT's alpha = 0 is taken now.
+            zeroshot = zeroshot_state(classifier)
+            # Resuming the second stage restores every weight, the head included: no probe to train or read.
+            if ckpt_path is None:
+                probe = ProbeStage(cfg, settings.finetune, datamodule, classifier, out_dir, metadata)
+    module.checkpoint_metadata = metadata
 
     fisher = settings.wiseft.fisher
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
@@ -95,7 +121,8 @@ def train(cfg: DictConfig) -> float:
                         upload_checkpoint=settings.wiseft.upload_checkpoint,
                         cache_bytes=settings.wiseft.batch_cache_mb << 20, ensemble=settings.wiseft.ensemble,
                         calibration_bins=settings.wiseft.calibration_bins,
-                        extra_paths=[FisherPath(fisher, settings.seed, out_dir)] if fisher.examples else [])
+                        extra_paths=[FisherPath(fisher, settings.seed, out_dir)] if fisher.examples else [],
+                        zeroshot=zeroshot, finetune=mode)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]
@@ -110,8 +137,13 @@ def train(cfg: DictConfig) -> float:
             atomic_write_text(out_dir / SKIPPED_IMAGES, "".join(f"{p}\t{why}\n" for p, why in datamodule.skipped))
     for logger in loggers:
         logger.log_hyperparams(resolved)
+    # LP-FT's probe, unless an earlier launch kept it: its Trainer is the job's first (under DDP, the one whose
+    # launch starts the other processes, which then run both stages).
+    probe_trainer = probe.trainer(trainer_plugins(cfg)) if probe is not None and not probe.done else None
     try:
-        with distributed_job(trainer, cfg, out_dir):
+        with distributed_job(probe_trainer or trainer, cfg, out_dir):
+            if probe is not None:
+                probe.run(probe_trainer)
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
                         weights_only=True)
     except SIGTERMException as err:

@@ -34,7 +34,22 @@ METHOD_LABELS = {
     "model_stock": "Model Stock (WiSE-FT from zero-shot)",
 }
 
+#: How each fine-tuning mode (``summary.json``'s ``finetune``) is named in comparisons across runs.
+FINETUNE_LABELS = {
+    "e2e": "FT",
+    "linear": "LC",
+    "lpft": "LP-FT",
+    "flyp": "FLYP",
+}
+
 Rows = Sequence[Mapping[str, float]]
+
+
+def run_method_label(summary: Mapping[str, Any], method: str = PRIMARY) -> str:
+    """A run's method named with its fine-tuning mode, e.g. ``LP-FT / WiSE-FT (weight space)``."""
+    label = METHOD_LABELS.get(method, method)
+    finetune = summary.get("finetune")
+    return f"{FINETUNE_LABELS.get(finetune, finetune)} / {label}" if finetune else label
 
 
 def _flat(curves: Mapping[str, Rows]) -> list[dict[str, Any]]:

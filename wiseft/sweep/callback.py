@@ -16,7 +16,7 @@ from torch.func import functional_call
 from wiseft.data.datamodule import EvalSet, WiSEFTDataModule
 from wiseft.data.features import FeatureDataModule
 from wiseft.io.checkpoints import load_weights, save_weights
-from wiseft.methods.interpolate import interpolate
+from wiseft.methods.text_head import weight_mix
 from wiseft.review.results import CURVE_PNG, PRIMARY, plot_curve, write_rows, write_summary
 from wiseft.review.robustness import LinearFit, add_effective_robustness
 from wiseft.review.wandb import log_sweep
@@ -48,7 +48,8 @@ class WiSEFTSweep(L.Callback):
     ``save_checkpoints``, ``checkpoints/{zeroshot,finetuned,wiseft_chosen}.safetensors``. The zero-shot snapshot
     is taken before Lightning restores a checkpoint, so a resumed run interpolates from the true zero-shot weights;
     each evaluation set finished by the sweep is recorded in ``sweep_progress.jsonl``, so a relaunched sweep skips
-    it (:mod:`wiseft.sweep.progress`).
+    it (:mod:`wiseft.sweep.progress`). The models of the WiSE-FT path, in the sweep and in the checkpoints, are
+    written by the classifier's :func:`~wiseft.methods.text_head.weight_mix` (FLYP's head follows its text tower).
     """
 
     def __init__(
@@ -63,6 +64,8 @@ class WiSEFTSweep(L.Callback):
         ensemble: bool = True,
         calibration_bins: int = DEFAULT_BINS,
         extra_paths: Sequence[PathFactory] = (),
+        zeroshot: Mapping[str, torch.Tensor] | None = None,
+        finetune: str | None = None,
     ) -> None:
         """Args:
         output_dir: Run folder.
@@ -78,6 +81,9 @@ class WiSEFTSweep(L.Callback):
         calibration_bins: Bins of the ECE columns (0: top-1 only, no ``ece_*``/``nll_*`` columns).
         extra_paths: Further weight-space methods, each built after fitting from ``(trainer, module, theta_0,
             theta_1)`` (for example a Fisher-weighted merge); evaluated on the same decoded images.
+        zeroshot: The zero-shot weights, when the module handed to ``fit`` no longer holds them (LP-FT's second
+            stage starts from the probe's head); by default they are snapshotted from the module at setup.
+        finetune: How the model was fine-tuned (``e2e``, ``lpft``, ...), recorded as the summary's ``finetune``.
         """
         self.output_dir = Path(output_dir)
         self.alphas = list(alphas)
@@ -89,6 +95,8 @@ class WiSEFTSweep(L.Callback):
         self.ensemble = ensemble
         self.calibration_bins = calibration_bins
         self.extra_paths = list(extra_paths)
+        self.zeroshot = None if zeroshot is None else {k: v.detach().to("cpu") for k, v in zeroshot.items()}
+        self.finetune = finetune
         self.theta_0: dict[str, torch.Tensor] | None = None
         self.curves: dict[str, list[Row]] | None = None
         self.summary: dict[str, Any] | None = None
@@ -108,7 +116,7 @@ class WiSEFTSweep(L.Callback):
             self.theta_0, _ = load_weights(path)
             log.info("zero-shot weights read from %s", path)
             return
-        self.theta_0 = _cpu_copy(pl_module.model)
+        self.theta_0 = self.zeroshot if self.zeroshot is not None else _cpu_copy(pl_module.model)
         if trainer.is_global_zero:
             save_weights(self.theta_0, path, self._metadata(pl_module, alpha=0.0))
 
@@ -132,7 +140,7 @@ class WiSEFTSweep(L.Callback):
         # Every process evaluates its own unpadded shard; the integer statistics are summed over processes.
         shard = (trainer.global_rank, trainer.world_size)
         bins = self.calibration_bins
-        paths = [WeightPath(PRIMARY, self.theta_0, theta_1)]
+        paths = [WeightPath(PRIMARY, self.theta_0, theta_1, weight_mix(model))]
         paths += [factory(trainer, pl_module, self.theta_0, theta_1) for factory in self.extra_paths]
         if (isinstance(datamodule, FeatureDataModule) and len(paths) == 1
                 and _only_head_differs(self.theta_0, theta_1)):
@@ -179,9 +187,13 @@ class WiSEFTSweep(L.Callback):
         summary["num_examples"] = {name: int(stats[0, 0, j, TOTAL]) for j, name in enumerate(columns.all)}
         summary["calibration_bins"] = bins
         summary["baselines"] = {col: fit.to_dict() for col, fit in self.baselines.items()}
+        if self.finetune is not None:
+            summary["finetune"] = self.finetune
         self.curves, self.summary = curves, summary
         if trainer.is_global_zero:  # the files it reads are rank 0's; other ranks hold no logger run
-            self._write(curves, summary, pl_module, theta_1)
+            states = (_checkpoint_states(model, paths[0], summary["chosen_alpha"], device)
+                      if self.save_checkpoints else {})
+            self._write(curves, summary, pl_module, states)
             chosen_ckpt = self.checkpoint_dir / CHOSEN_CKPT
             try:
                 log_sweep(trainer.loggers, curves, summary, self.output_dir / CURVE_PNG,
@@ -198,17 +210,35 @@ class WiSEFTSweep(L.Callback):
         return {**getattr(pl_module, "checkpoint_metadata", {}), "alpha": alpha}
 
     def _write(self, curves: dict[str, list[Row]], summary: dict[str, Any], pl_module: L.LightningModule,
-               theta_1: dict[str, torch.Tensor]) -> None:
+               states: Mapping[float, dict[str, torch.Tensor]]) -> None:
         write_rows(curves, self.output_dir)
         if summary["columns"]["shifts"]:
             plot_curve(curves, summary, self.output_dir / CURVE_PNG)
         if self.save_checkpoints:
-            save_weights(theta_1, self.checkpoint_dir / FINETUNED_CKPT, self._metadata(pl_module, 1.0))
             alpha = summary["chosen_alpha"]
-            chosen = interpolate(self.theta_0, theta_1, alpha)
-            save_weights(chosen, self.checkpoint_dir / CHOSEN_CKPT, self._metadata(pl_module, alpha))
+            save_weights(states[1.0], self.checkpoint_dir / FINETUNED_CKPT, self._metadata(pl_module, 1.0))
+            save_weights(states[alpha], self.checkpoint_dir / CHOSEN_CKPT, self._metadata(pl_module, alpha))
         # The summary is written last: its presence marks a finished sweep.
         write_summary(summary, self.output_dir)
+
+
+def _checkpoint_states(model: torch.nn.Module, path: WeightPath, alpha: float,
+                       device: torch.device) -> dict[float, dict[str, torch.Tensor]]:
+    """The fine-tuned and chosen-alpha weights as ``path`` writes them (CPU copies), on the sweep's device.
+
+    Through the path's ``mix`` rather than :func:`~wiseft.methods.interpolate.interpolate`: a FLYP model's head at
+    alpha is rebuilt from the interpolated text tower (already computed, and remembered, by the sweep).
+    """
+    model.to(device)
+    try:
+        states = {}
+        for a in dict.fromkeys((1.0, float(alpha))):
+            path.mix(model, path.theta_0, path.theta_1, a)
+            states[a] = _cpu_copy(model)
+    finally:
+        model.load_state_dict(path.theta_1)
+        model.to("cpu")
+    return states
 
 
 def _only_head_differs(theta_0: dict[str, torch.Tensor], theta_1: dict[str, torch.Tensor]) -> bool:

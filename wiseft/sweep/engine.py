@@ -215,6 +215,7 @@ def run_sweep(
     reduce: Reduce = no_reduce,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     forward_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    mix: Callable[[torch.nn.Module, StateDict, StateDict, float], None] = interpolate_into,
 ) -> dict[str, list[Row]]:
     """Evaluate WiSE-FT, ``(1 - alpha) * theta_0 + alpha * theta_1``, and the output-space ensemble on every loader.
 
@@ -236,12 +237,14 @@ def run_sweep(
         reduce: Sums a statistics tensor over processes.
         cache_bytes: Bound on the decoded images held at once.
         forward_context: Entered around forward passes (e.g. the trainer's autocast).
+        mix: Writes the model of each alpha into ``model`` (:func:`~wiseft.methods.text_head.weight_mix` of the
+            model: FLYP's head follows the interpolated text tower).
 
     Returns:
         Method -> one row per alpha: ``alpha``, each dataset's top-1, the averages and calibration columns.
     """
     grid = sweep_alphas(alphas)
-    paths = [WeightPath("wiseft", theta_0, theta_1)]
+    paths = [WeightPath("wiseft", theta_0, theta_1, mix)]
     stats = sweep_stats(model, paths, grid, [loaders[c] for c in columns.all], device, ensemble=ensemble, bins=bins,
                         cache_bytes=cache_bytes, forward_context=forward_context)
     curves = rows_from_stats(grid, reduce(stats.to(device)).cpu(), columns, method_names(paths, ensemble))

@@ -47,7 +47,8 @@ def fingerprint(
         for key in sorted(state):
             tensor = state[key].detach().to("cpu").contiguous()
             digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            # Flattened first: a 0-dim tensor (CLIP's logit_scale, in FLYP's weights) has no dimension to view as bytes.
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     described = {"grid": [float(a) for a in grid], "sets": eval_sets}
     if settings:
         described["settings"] = dict(settings)
