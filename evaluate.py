@@ -3,10 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-import wiseft.config  # noqa: F401  (registers the config schemas)
+import wiseft.config.schema  # noqa: F401  (registers the config schemas)
+from wiseft.config.preflight import report_and_exit
 from wiseft.errors import WiseftError
-from wiseft.evaluate_checkpoints import evaluate_checkpoints
-from wiseft.preflight import report_and_exit
+from wiseft.pipeline.evaluate import evaluate_checkpoints
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

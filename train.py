@@ -6,9 +6,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import wiseft.config  # noqa: F401  (registers the config schemas)
+import wiseft.config.schema  # noqa: F401  (registers the config schemas)
+from wiseft.config.preflight import preflight, report_and_exit
 from wiseft.errors import RunInterrupted, WiseftError
-from wiseft.preflight import preflight, report_and_exit
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the sweep objective."""
     try:
         preflight(cfg)  # bad config values fail here, before torch is even imported
-        from wiseft.pipeline import train
+        from wiseft.pipeline.train import train
 
         return train(cfg)
     except RunInterrupted as err:

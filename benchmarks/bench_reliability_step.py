@@ -1,7 +1,7 @@
 """Per-step cost of the reliability callbacks (per-step reseeding, the non-finite loss/gradient guard).
 
 Runs the project's ``WiSEFTModule`` on the benchmark ViT for the same steps twice, with and without
-:class:`~wiseft.callbacks.resume.StepSeed` and :class:`~wiseft.callbacks.guards.FiniteLossGuard`, and prints the
+:class:`~wiseft.runtime.exact_resume.StepSeed` and :class:`~wiseft.runtime.guards.FiniteLossGuard`, and prints the
 ratio of median step times (1.0 = free). Step checkpoints are left out: their cost is the checkpoint size over the
 disk's bandwidth, every ``every_n_train_steps`` steps.
 
@@ -19,10 +19,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.lightning_step_bench import StepClock, intervals, step_bench_setup
-from wiseft.callbacks.guards import FiniteLossGuard
-from wiseft.callbacks.resume import StepSeed
-from wiseft.config import FinetuneConfig
+from wiseft.config.schema import FinetuneConfig
 from wiseft.models.module import WiSEFTModule
+from wiseft.runtime.exact_resume import StepSeed
+from wiseft.runtime.guards import FiniteLossGuard
 
 
 def step_time(classifier: torch.nn.Module, loader: DataLoader, recipe: FinetuneConfig, steps: int,

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import make_tree
 from wiseft.data.datasets import LabeledImageDataset, scan_image_folder
-from wiseft.data.resumable import SeededSamples, mix_seed
 from wiseft.models.factory import build_clip
+from wiseft.runtime.exact_resume import SeededSamples, mix_seed
 
 
 def timed(get: Callable[[int], object], n: int) -> float:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from wiseft.config import FinetuneConfig
+from wiseft.config.schema import FinetuneConfig
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.factory import PACKAGE_MODEL_CONFIGS, register_model_configs
 from wiseft.models.module import WiSEFTModule

@@ -1,7 +1,7 @@
 """(e) In-place interpolation of a ViT-B/32-size state dict against a memcpy of the same bytes (goal <= 1.5).
 
 A randomly initialised open_clip ``ViT-B-32`` (both towers, ~151M parameters, ~605 MB in fp32; no weights are
-downloaded). Timed: :func:`wiseft.interpolate.interpolate_into` (alpha = 0.3) into the model; a copy of the same
+downloaded). Timed: :func:`wiseft.methods.interpolate.interpolate_into` (alpha = 0.3) into the model; a copy of the same
 bytes into the same tensors (the memcpy floor: interpolation must read two endpoints and write once, so 1.5x is
 the bandwidth floor); and the reference implementation's interpolation (a new state dict, then
 ``load_state_dict``). Peak extra memory is the process's resident-set growth during each call, sampled every
@@ -22,7 +22,7 @@ import open_clip
 import torch
 
 from benchmarks.common import set_threads, timed
-from wiseft.interpolate import interpolate_into
+from wiseft.methods.interpolate import interpolate_into
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -1,7 +1,7 @@
 """(c) The linear-classifier sweep: 101 alphas against 2 alphas (goal <= 1.1).
 
 The LC sweep (``finetune=linear``) reads cached features, evaluates the zero-shot and the fine-tuned heads once
-each, and finds every alpha's top-1 from the two logit matrices (:mod:`wiseft.logit_sweep`). Timed here: the
+each, and finds every alpha's top-1 from the two logit matrices (:mod:`wiseft.sweep.logits`). Timed here: the
 whole sweep from features in memory to counts, for an ImageNet-sized head (1000 classes, 512-d features) on a
 10k-image set plus a 200-class subset (an ImageNet-R-like projection). For contrast it also times the direct
 method (every alpha's full logits, projected, argmax).
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import set_threads, timed
 from wiseft.data.projection import ClassProjection, project_logits
-from wiseft.logit_sweep import candidates, logit_sweep_counts
+from wiseft.sweep.logits import candidates, logit_sweep_counts
 
 
 def problem(n: int, dim: int, classes: int, seed: int = 0):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import register_bench_model, set_threads
-from wiseft.config import FinetuneConfig
+from wiseft.config.schema import FinetuneConfig
 from wiseft.models.factory import build_clip
 from wiseft.models.module import WiSEFTModule, warmup_cosine
 from wiseft.models.zeroshot import zero_shot_classifier

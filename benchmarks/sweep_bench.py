@@ -20,12 +20,13 @@ from statistics import median
 import torch
 
 from benchmarks.common import make_jpeg_tree, register_bench_model, set_threads, timed
-from wiseft.config import DataConfig, DatasetSpec, ReferenceConfig
+from wiseft.config.schema import DataConfig, DatasetSpec, ReferenceConfig
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.data.projection import project_logits
 from wiseft.models.factory import build_clip
 from wiseft.models.zeroshot import zero_shot_classifier
-from wiseft.sweep import Columns, run_sweep, sweep_alphas
+from wiseft.sweep.engine import run_sweep
+from wiseft.sweep.summary import Columns, sweep_alphas
 
 CLASSES = [f"class{i:02d}" for i in range(10)]
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-import wiseft.config  # noqa: F401  (registers the schemas)
+import wiseft.config.schema  # noqa: F401  (registers the schemas)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 CLASSES = ("blue", "green", "red")

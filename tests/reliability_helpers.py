@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from tests.conftest import make_tree
-from wiseft.checkpoints import load_weights
+from wiseft.io.checkpoints import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 

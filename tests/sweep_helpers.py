@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from tests.conftest import make_image_data, tiny_cfg
-from wiseft.config import to_settings
+from wiseft.config.schema import to_settings
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.models.factory import build_clip
 from wiseft.models.zeroshot import zero_shot_classifier

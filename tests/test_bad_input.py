@@ -22,10 +22,10 @@ from tests.reliability_helpers import (
     make_data,
     run_cli,
 )
-from wiseft.checkpoints import load_weights, save_weights
 from wiseft.errors import CheckpointError, ConfigError, DataError, one_line
-from wiseft.interpolate import interpolate
-from wiseft.pipeline import train
+from wiseft.io.checkpoints import load_weights, save_weights
+from wiseft.methods.interpolate import interpolate
+from wiseft.pipeline.train import train
 
 
 @pytest.fixture(scope="module")

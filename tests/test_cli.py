@@ -63,7 +63,7 @@ def test_missing_data_folder_names_it(tmp_path, data):
     assert result.stderr.strip().splitlines()[-1] == expected
 
 
-def test_multirun_gives_one_folder_and_one_wandb_run_per_job(tmp_path, data):
+def test_multirun_gives_one_folder_and_one_wandb_run_per_job_and_method(tmp_path, data):
     sweep_dir = tmp_path / "sweep"
     result = _run(["-m", *_tiny_args(data), "finetune.lr=1e-5,3e-5", "logger=wandb", f"hydra.sweep.dir={sweep_dir}"],
                   tmp_path)
@@ -76,6 +76,6 @@ def test_multirun_gives_one_folder_and_one_wandb_run_per_job(tmp_path, data):
         assert 0.0 <= summary["chosen"]["avg_ref_shifts"] <= 100.0
         assert (job / ".hydra" / "overrides.yaml").read_text().count(f"finetune.lr={lr:g}") == 1
         runs = list((job / "wandb").glob("offline-run-*"))
-        assert len(runs) == 1, runs
-        run_ids.add(runs[0].name.rsplit("-", 1)[-1])
-    assert len(run_ids) == 2
+        assert len(runs) == 2, runs  # the job's run (WiSE-FT) and its output-space ensemble's
+        run_ids |= {run.name.rsplit("-", 1)[-1] for run in runs}
+    assert len(run_ids) == 4

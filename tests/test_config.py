@@ -9,7 +9,7 @@ import torch
 from omegaconf import open_dict
 
 from tests.conftest import CONF_DIR, compose_cfg
-from wiseft.config import to_settings
+from wiseft.config.schema import to_settings
 from wiseft.errors import ConfigError
 
 GROUPS = ("model", "data", "finetune", "wiseft", "trainer", "logger", "callbacks", "experiment")

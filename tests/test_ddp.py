@@ -48,12 +48,13 @@ def _files(folder: Path) -> set[str]:
 def _single_process_rows(run: Path, data: Path):
     """The run's own endpoints swept again in this one process, over the full (unsharded) sets."""
     from tests.conftest import tiny_cfg
-    from wiseft.checkpoints import load_weights
-    from wiseft.config import to_settings
+    from wiseft.config.schema import to_settings
     from wiseft.data.datamodule import WiSEFTDataModule
+    from wiseft.io.checkpoints import load_weights
     from wiseft.models.classifier import ClassificationHead, ImageClassifier
     from wiseft.models.factory import build_clip
-    from wiseft.sweep import Columns, run_sweep
+    from wiseft.sweep.engine import run_sweep
+    from wiseft.sweep.summary import Columns
 
     theta_0, meta = load_weights(run / "checkpoints" / "zeroshot.safetensors")
     theta_1, _ = load_weights(run / "checkpoints" / "finetuned.safetensors")

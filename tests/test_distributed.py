@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from wiseft.distributed import UnpaddedDistributedSampler, shard_indices
-from wiseft.launcher import CHILD_CONFIG, JobConfigLauncher, child_command, distributed_job, install_job_launcher
+from wiseft.runtime.distributed import UnpaddedDistributedSampler, shard_indices
+from wiseft.runtime.launch import CHILD_CONFIG, JobConfigLauncher, child_command, distributed_job, install_job_launcher
 
 
 @pytest.mark.parametrize(("size", "world"), [(9, 2), (10, 3), (2, 4), (0, 2)])
@@ -57,14 +57,14 @@ def test_ddp_children_run_the_resolved_job_config(tmp_path, monkeypatch):
         started.append((command, env))
         return FakeProc()
 
-    monkeypatch.setattr("wiseft.launcher.subprocess.Popen", fake_popen)
+    monkeypatch.setattr("wiseft.runtime.launch.subprocess.Popen", fake_popen)
     with distributed_job(trainer, cfg, tmp_path):
         launcher = trainer.strategy.launcher
         assert isinstance(launcher, JobConfigLauncher)
         launcher._call_children_scripts()
         assert os.environ["LOCAL_RANK"] == "0" and os.environ["WORLD_SIZE"] == "3"
     assert [c for c, _ in started] == [child_command(tmp_path / CHILD_CONFIG)] * 2
-    assert started[0][0][:3] == [sys.executable, "-m", "wiseft.launcher"]
+    assert started[0][0][:3] == [sys.executable, "-m", "wiseft.pipeline.ddp_child"]
     assert [(e["LOCAL_RANK"], e["RANK"]) for _, e in started] == [("1", "1"), ("2", "2")]
     package_root = str(Path(__file__).resolve().parents[1])
     assert started[0][1]["PYTHONPATH"].split(os.pathsep)[0] == package_root
@@ -82,18 +82,25 @@ def test_single_device_launcher_is_left_alone(tmp_path):
 
 
 def test_counts_summed_over_shards_equal_one_process(tiny_eval_setup):
-    """What each DDP rank computes, summed, equals the single-process counts exactly (odd-sized sets)."""
-    from wiseft.sweep_engine import weight_sweep_counts
+    """What each DDP rank computes, summed, equals the single-process statistics (odd-sized sets), for WiSE-FT and
+    the output-space ensemble: top-1 counts exactly; NLL and ECE to float rounding, since a forward pass over a
+    batch of another size may round a logit differently in its last bit."""
+    from wiseft.sweep.engine import WeightPath, sweep_stats
+    from wiseft.sweep.stats import ece, nll
 
     model, theta_0, theta_1, datamodule = tiny_eval_setup
     grid = [0.0, 0.5, 1.0]
     sets = datamodule.eval_sets
     assert any(len(s.dataset) % 2 for s in sets)
-    whole = weight_sweep_counts(model, theta_0, theta_1, grid, [datamodule.eval_loader(s) for s in sets])
-    parts = [weight_sweep_counts(model, theta_0, theta_1, grid, [datamodule.eval_loader(s, (r, 2)) for s in sets])
+    paths = [WeightPath("wiseft", theta_0, theta_1)]
+    whole = sweep_stats(model, paths, grid, [datamodule.eval_loader(s) for s in sets], ensemble=True)
+    parts = [sweep_stats(model, paths, grid, [datamodule.eval_loader(s, (r, 2)) for s in sets], ensemble=True)
              for r in range(2)]
-    assert torch.equal(parts[0] + parts[1], whole)
-    assert whole[0, :, 1].tolist() == [len(s.dataset) for s in sets]
+    summed = parts[0] + parts[1]
+    assert torch.equal(summed[..., :2], whole[..., :2])
+    assert torch.allclose(ece(summed), ece(whole), rtol=0, atol=1e-4)  # percent
+    assert torch.allclose(nll(summed), nll(whole), rtol=1e-7, atol=0)
+    assert whole[0, 0, :, 1].tolist() == [len(s.dataset) for s in sets]
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from wiseft.checkpoints import save_weights
 from wiseft.errors import CheckpointError
-from wiseft.export import (
+from wiseft.io.checkpoints import save_weights
+from wiseft.models.export import (
     HEAD_WEIGHTS,
     OPEN_CLIP_WEIGHTS,
     export_checkpoint,

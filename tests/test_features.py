@@ -9,8 +9,8 @@ from torchvision import transforms
 
 from tests.conftest import make_tree
 from wiseft.data.datasets import LabeledImageDataset, scan_image_folder
+from wiseft.data.feature_cache import FeatureCache, cached_features, feature_key
 from wiseft.errors import ConfigError
-from wiseft.features import FeatureCache, cached_features, feature_key
 
 
 class CountingEncoder(torch.nn.Module):

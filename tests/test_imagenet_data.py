@@ -25,7 +25,7 @@ from tests.imagenet_trees import (
     make_imagenet_trees,
     make_release_tree,
 )
-from wiseft.config import DatasetSpec, to_settings
+from wiseft.config.schema import DatasetSpec, to_settings
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.data.imagenet import (
     PUBLIC_IMAGE_COUNTS,
@@ -39,7 +39,7 @@ from wiseft.data.imagenet import (
 from wiseft.data.projection import project_logits
 from wiseft.data.registry import build_dataset, get_kind
 from wiseft.errors import ConfigError, DataError
-from wiseft.evaluate import correct_counts
+from wiseft.sweep.evaluate import correct_counts
 
 SHIFTS = ("imagenet_v2", "imagenet_r", "imagenet_sketch", "objectnet", "imagenet_a")
 ROOT_OF = {kind: sub for sub, (kind, _) in LAYOUTS.items() if kind != "imagenet"}

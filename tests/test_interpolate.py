@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from wiseft.errors import CheckpointError
-from wiseft.interpolate import interpolate, interpolate_into
+from wiseft.methods.interpolate import interpolate, interpolate_into
 
 
 def _pair():

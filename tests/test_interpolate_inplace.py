@@ -2,7 +2,7 @@
 
 import torch
 
-from wiseft.interpolate import interpolate, interpolate_into
+from wiseft.methods.interpolate import interpolate, interpolate_into
 
 
 def _modules():

@@ -5,17 +5,19 @@ import json
 import pytest
 import torch
 
-import wiseft.callbacks.sweep as sweep_callback
+import wiseft.sweep.callback as sweep_callback
 from tests.conftest import tiny_cfg
 from tests.sweep_helpers import make_data
-from wiseft.checkpoints import load_weights
-from wiseft.config import to_settings
+from wiseft.config.schema import to_settings
 from wiseft.data.datamodule import WiSEFTDataModule
 from wiseft.data.datasets import LabeledImageDataset
+from wiseft.io.checkpoints import load_weights
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.factory import build_clip
-from wiseft.pipeline import train
-from wiseft.sweep import Columns, run_sweep
+from wiseft.pipeline.train import train
+from wiseft.review.results import read_curves
+from wiseft.sweep.engine import run_sweep
+from wiseft.sweep.summary import Columns
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def linear_run(tmp_path_factory):
     original = LabeledImageDataset.load_image
     mp.setattr(LabeledImageDataset, "load_image", lambda self, i: (decoded.append(i), original(self, i))[1])
     # The weight-space sweep must not run in linear mode: the logit sweep replaces it.
-    mp.setattr(sweep_callback, "weight_sweep_counts", lambda *a, **k: pytest.fail("weight-space sweep ran"))
+    mp.setattr(sweep_callback, "sweep_stats", lambda *a, **k: pytest.fail("weight-space sweep ran"))
     try:
         train(tiny_cfg(data, root / "out1", extra))
         first_decodes = len(decoded)
@@ -61,7 +63,9 @@ def test_only_the_head_trained_and_the_sweep_matches_weight_space(linear_run):
     assert all(torch.equal(v, theta_1[k]) for k, v in theta_0.items() if not k.startswith("head."))
     assert not torch.equal(theta_0["head.weight"], theta_1["head.weight"])
     summary = json.loads((out / "summary.json").read_text())
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    curves = read_curves(out)
+    rows = curves["wiseft"]
+    assert curves["ensemble"] == rows  # only the head differs: the logits are linear in alpha
 
     # The same endpoints swept in weight space over the images, in this process.
     bundle = build_clip(meta["model"]["name"])
@@ -74,6 +78,11 @@ def test_only_the_head_trained_and_the_sweep_matches_weight_space(linear_run):
     columns = Columns(sets[0].name, sets[1].name, tuple(s.name for s in sets[2:]))
     alphas = [r["alpha"] for r in rows]
     expected = run_sweep(model, theta_0, theta_1, alphas, {s.name: dm.eval_loader(s) for s in sets}, columns)
-    assert rows == expected  # the same integer counts, so the same floats
+    for got, want in zip(rows, expected["wiseft"], strict=True):
+        calibration = [k for k in want if k.startswith(("ece_", "nll_"))]
+        assert calibration and {k: got[k] for k in calibration} == pytest.approx({k: want[k] for k in calibration})
+        # The same integer counts, so the same floats.
+        assert {k: v for k, v in got.items() if k not in calibration} == {
+            k: v for k, v in want.items() if k not in calibration}
     assert len({r["reference"] for r in rows}) > 1  # the head learned: accuracy moves along the grid
     assert summary["num_examples"] == {"reference_val": 9, "reference": 9, "shift_full": 9, "shift_sub": 6}

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from wiseft.data.projection import ClassProjection, project_logits
-from wiseft.logit_sweep import candidates, logit_sweep_counts
+from wiseft.sweep.logits import candidates, logit_sweep_counts
 
 GRID = [round(0.05 * i, 2) for i in range(21)]
 

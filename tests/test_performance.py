@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg
-from wiseft.config import to_settings
+from wiseft.config.schema import to_settings
 from wiseft.errors import ConfigError
-from wiseft.interpolate import interpolate_into
+from wiseft.methods.interpolate import interpolate_into
 from wiseft.models.factory import build_clip
 from wiseft.models.performance import apply_performance_options
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from wiseft import progress
+from wiseft.runtime import progress_bars as progress
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from tests.conftest import CONF_DIR, compose_cfg
 from tests.imagenet_trees import make_imagenet_trees
-from wiseft.config import to_settings
+from wiseft.config.schema import to_settings
 from wiseft.models.factory import ClipBundle
 from wiseft.models.weights import resolve_weights
 
@@ -85,7 +85,7 @@ def test_every_experiment_composes_with_a_stand_in_model(experiment, tmp_path):
 
 @pytest.mark.parametrize("experiment", sorted(PAPER_RECIPES))
 def test_recipe_runs_with_fast_dev_run(experiment, trees, tmp_path):
-    from wiseft.pipeline import train
+    from wiseft.pipeline.train import train
 
     out = tmp_path / "out"
     cfg = compose_cfg([
@@ -104,8 +104,10 @@ def test_recipe_runs_with_fast_dev_run(experiment, trees, tmp_path):
     ], out)
     objective = train(cfg)
     summary = json.loads((out / "summary.json").read_text())
-    accuracy_cols = [c for c in summary["zeroshot"] if c != "alpha" and not c.startswith("er_")]
+    accuracy_cols = [c for c in summary["zeroshot"] if c != "alpha" and not c.startswith(("er_", "ece_", "nll_"))]
     assert accuracy_cols == [*COLUMNS, "avg_shifts", "avg_ref_shifts"]
+    ece_cols = [c for c in summary["zeroshot"] if c.startswith("ece_")]
+    assert ece_cols == [f"ece_{c}" for c in (*COLUMNS, "avg_shifts")]
     assert all(0.0 <= summary["chosen"][c] <= 100.0 for c in accuracy_cols)
     # The shipped effective-robustness fits apply to the ImageNet columns (none is published for ImageNet-A).
     er_cols = {c for c in summary["zeroshot"] if c.startswith("er_")}

@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from wiseft.data.resumable import EpochSampler, ResumableLoader, SeededSamples, mix_seed
 from wiseft.errors import CheckpointError, DataError, one_line
-from wiseft.io import check_creatable
-from wiseft.resume import config_difference, select_resume_checkpoint
+from wiseft.io.atomic import check_creatable
+from wiseft.runtime.exact_resume import EpochSampler, ResumableLoader, SeededSamples, mix_seed
+from wiseft.runtime.resume import config_difference, select_resume_checkpoint
 
 
 def test_mix_seed_is_stable_and_spread():
@@ -85,7 +85,7 @@ def test_config_difference_ignores_what_does_not_change_the_weights():
 
 
 def test_sweep_engine_reports_each_finished_set_and_skips_done_ones():
-    from wiseft.sweep_engine import weight_sweep_counts
+    from wiseft.sweep.engine import WeightPath, sweep_stats
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
@@ -93,18 +93,19 @@ def test_sweep_engine_reports_each_finished_set_and_skips_done_ones():
     theta_1 = {k: torch.randn_like(v) for k, v in theta_0.items()}
     sets = [[(torch.randn(5, 4), torch.randint(0, 3, (5,))) for _ in range(3)] for _ in range(3)]
     grid = [0.0, 0.5, 1.0]
-    full = weight_sweep_counts(model, theta_0, theta_1, grid, sets, cache_bytes=1 << 20)
+    paths = [WeightPath("wiseft", theta_0, theta_1)]
+    full = sweep_stats(model, paths, grid, sets, ensemble=True, cache_bytes=1 << 20)
     reported = {}
-    weight_sweep_counts(model, theta_0, theta_1, grid, sets, cache_bytes=100,
-                        on_dataset=lambda j, c: reported.setdefault(j, c))
-    assert list(reported) == [0, 1, 2] and all(torch.equal(reported[j], full[:, j]) for j in range(3))
+    sweep_stats(model, paths, grid, sets, ensemble=True, cache_bytes=100,
+                on_dataset=lambda j, c: reported.setdefault(j, c))
+    assert list(reported) == [0, 1, 2] and all(torch.equal(reported[j], full[:, :, j]) for j in range(3))
 
     class Unreadable:
         def __iter__(self):
             raise AssertionError("a finished set was read again")
 
-    resumed = weight_sweep_counts(model, theta_0, theta_1, grid, [Unreadable(), sets[1], sets[2]],
-                                  done={0: full[:, 0]})
+    resumed = sweep_stats(model, paths, grid, [Unreadable(), sets[1], sets[2]], ensemble=True,
+                          done={0: full[:, :, 0]})
     assert torch.equal(resumed, full)
 
 
@@ -127,8 +128,8 @@ def test_trainer_gets_the_safe_checkpoint_io_next_to_configured_plugins():
     from lightning.fabric.plugins.environments import LightningEnvironment
 
     from tests.conftest import compose_cfg
-    from wiseft.checkpoint_io import SafeCheckpointIO
-    from wiseft.pipeline import _trainer_plugins
+    from wiseft.io.checkpoint_io import SafeCheckpointIO
+    from wiseft.pipeline.train import _trainer_plugins
 
     plugins = _trainer_plugins(compose_cfg(["model=tiny_random", "data=imagefolder"]))
     assert [type(p) for p in plugins] == [SafeCheckpointIO]

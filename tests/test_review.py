@@ -16,11 +16,11 @@ from safetensors.torch import save_file
 
 from tests.conftest import CONF_DIR, make_image_data, make_tree, tiny_cfg
 from wiseft.errors import CheckpointError, ConfigError, DataError
-from wiseft.evaluate_checkpoints import evaluate_checkpoints
 from wiseft.models.factory import build_clip
-from wiseft.multirun import load_sweep
-from wiseft.pipeline import train
-from wiseft.report import (
+from wiseft.pipeline.evaluate import evaluate_checkpoints
+from wiseft.pipeline.train import train
+from wiseft.review.multirun import load_sweep
+from wiseft.review.report import (
     SWEEP_CURVES_PNG,
     SWEEP_RESULTS_CSV,
     SWEEP_ROWS_CSV,
@@ -28,10 +28,10 @@ from wiseft.report import (
     best_job,
     write_report,
 )
-from wiseft.report import main as report_main
-from wiseft.results import read_rows
-from wiseft.robustness import load_baselines
-from wiseft.wandb_offline import read_records, read_summary, read_table, run_files
+from wiseft.review.report import main as report_main
+from wiseft.review.results import read_rows
+from wiseft.review.robustness import load_baselines
+from wiseft.review.wandb_offline import read_records, read_summary, read_table, run_files
 
 REPO = Path(__file__).resolve().parents[1]
 LRS = ("1e-3", "3e-2")
@@ -138,22 +138,31 @@ def test_rows_report_effective_robustness(sweep):
 def test_offline_wandb_runs_hold_the_sweep_table_in_one_group(sweep):
     for i in range(2):
         job = sweep["dir"] / str(i)
-        [log_file] = run_files(job)
-        state = read_summary(log_file)
-        columns, data = read_table(log_file, "wiseft/sweep", state)
-        rows = read_rows(job)
-        assert columns == list(rows[0])
-        assert [[pytest.approx(v) for v in r.values()] for r in rows] == data
-        records = read_records(log_file)
-        assert [r["run"].get("run_group") for r in records if r["type"] == "run"] == [GROUP]
+        logs = {}
+        for log_file in run_files(job):
+            state = read_summary(log_file)
+            [run] = [r["run"] for r in read_records(log_file) if r["type"] == "run"]
+            logs[state["config"]["method"]] = (log_file, state, run)
+        assert set(logs) == {"wiseft", "ensemble"}  # one W&B run per method
+        assert {run.get("run_group") for _, _, run in logs.values()} == {GROUP}
+        summary = json.loads((job / "summary.json").read_text())
+        for method, (log_file, state, _) in logs.items():
+            columns, data = read_table(log_file, "wiseft/sweep", state)
+            rows = read_rows(job, method)
+            assert columns == list(rows[0])
+            assert [[pytest.approx(v, nan_ok=True) for v in r.values()] for r in rows] == data
+            assert state["state"] == "finished"
+            # The same keys in every method's run, so the dashboard compares them without editing.
+            entry = summary["methods"][method]
+            assert state["summary"]["wiseft/chosen_alpha"] == entry["chosen_alpha"]
+            assert state["summary"]["wiseft/zeroshot/reference"] == pytest.approx(entry["zeroshot"]["reference"])
+            assert state["summary"]["wiseft/optimal_alpha/avg_shifts"] == entry["optimal_alpha"]["avg_shifts"]
+            assert "wiseft/curve/shift_full_table" in state["summary"]  # the per-shift chart's data
+        main_log = logs["wiseft"][0]
+        records = read_records(main_log)
         artifacts = [r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
         assert [c["path"] for a in artifacts for c in a["manifest"]["contents"]] == ["wiseft_chosen.safetensors"]
-        summary = json.loads((job / "summary.json").read_text())
-        assert state["state"] == "finished"
-        assert state["summary"]["wiseft/chosen_alpha"] == summary["chosen_alpha"]
-        assert state["summary"]["wiseft/zeroshot/reference"] == pytest.approx(summary["zeroshot"]["reference"])
-        assert state["summary"]["wiseft/optimal_alpha/avg_shifts"] == summary["optimal_alpha"]["avg_shifts"]
-        assert "wiseft/curve/shift_full_table" in state["summary"]  # the per-shift chart's data
+        assert logs["ensemble"][2]["display_name"].endswith("/ensemble")
 
 
 def _evaluate_cfg(overrides):

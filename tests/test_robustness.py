@@ -6,7 +6,7 @@ import math
 import pytest
 
 from wiseft.errors import ConfigError, DataError
-from wiseft.robustness import (
+from wiseft.review.robustness import (
     LinearFit,
     add_effective_robustness,
     fit_linear,

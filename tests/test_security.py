@@ -13,12 +13,12 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg, tiny_cfg
 from tests.reliability_helpers import cli_args, error_line, files_under, make_data, run_cli
-from wiseft.checkpoint_io import SafeCheckpointIO
+from wiseft.config.preflight import report_and_exit
+from wiseft.config.secrets import REDACTED, redact, redact_text
+from wiseft.config.targets import check_targets
 from wiseft.errors import CheckpointError, ConfigError
-from wiseft.pipeline import train
-from wiseft.preflight import report_and_exit
-from wiseft.secrets import REDACTED, redact, redact_text
-from wiseft.targets import check_targets
+from wiseft.io.checkpoint_io import SafeCheckpointIO
+from wiseft.pipeline.train import train
 
 
 class _RunsCode:

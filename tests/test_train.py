@@ -8,12 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import make_image_data, tiny_cfg
-from wiseft.checkpoints import load_weights
 from wiseft.data.datamodule import WiSEFTDataModule
-from wiseft.evaluate import evaluate
+from wiseft.io.checkpoints import load_weights
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.factory import build_clip
-from wiseft.pipeline import train
+from wiseft.pipeline.train import train
+from wiseft.sweep.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +31,36 @@ def test_writes_every_output(run):
                  "checkpoints/zeroshot.safetensors", "checkpoints/finetuned.safetensors",
                  "checkpoints/wiseft_chosen.safetensors"):
         assert (out / name).is_file(), name
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["alpha"]) for r in records] == [(m, a) for m in ("wiseft", "ensemble") for a in (0, 0.5, 1)]
     with (out / "results.csv").open() as f:
-        assert [float(r["alpha"]) for r in csv.DictReader(f)] == [0.0, 0.5, 1.0]
-    expected_cols = {"alpha", "reference_val", "reference", "shift_full", "shift_sub", "avg_shifts", "avg_ref_shifts"}
-    assert set(rows[0]) == expected_cols
-    for row in rows:
-        assert all(0.0 <= row[c] <= 100.0 for c in expected_cols - {"alpha"})
+        assert [(r["method"], float(r["alpha"])) for r in csv.DictReader(f)] == [
+            (r["method"], r["alpha"]) for r in records]
+    rows = [{k: v for k, v in r.items() if k != "method"} for r in records if r["method"] == "wiseft"]
+    ensemble = [{k: v for k, v in r.items() if k != "method"} for r in records if r["method"] == "ensemble"]
+    datasets = ("reference_val", "reference", "shift_full", "shift_sub")
+    accuracy_cols = {*datasets, "avg_shifts", "avg_ref_shifts"}
+    calibration_cols = {f"{m}_{c}" for m in ("ece", "nll") for c in (*datasets, "avg_shifts")}
+    assert set(rows[0]) == {"alpha"} | accuracy_cols | calibration_cols
+    for row in rows + ensemble:
+        assert all(0.0 <= row[c] <= 100.0 for c in accuracy_cols | {c for c in calibration_cols if "ece" in c})
+        assert all(row[c] >= 0.0 for c in calibration_cols)
         assert row["avg_shifts"] == pytest.approx((row["shift_full"] + row["shift_sub"]) / 2)
         assert row["avg_ref_shifts"] == pytest.approx((row["reference"] + row["avg_shifts"]) / 2)
+        assert row["ece_avg_shifts"] == pytest.approx((row["ece_shift_full"] + row["ece_shift_sub"]) / 2)
+    # Both methods start and end at the same two models.
+    assert ensemble[0] == rows[0] and ensemble[-1] == rows[-1]
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "wiseft" and set(summary["methods"]) == {"wiseft", "ensemble"}
     assert summary["zeroshot"] == rows[0] and summary["finetuned"] == rows[-1]
+    assert summary["methods"]["ensemble"]["chosen"] in ensemble
     assert summary["selected_on"] == "reference_val"
     best_val = max(r["reference_val"] for r in rows)
     assert summary["chosen"]["reference_val"] == best_val
     assert objective == pytest.approx(summary["chosen"]["avg_ref_shifts"])
-    assert set(summary["optimal_alpha"]) == expected_cols - {"alpha"}
+    assert set(summary["optimal_alpha"]) == accuracy_cols | calibration_cols
+    lowest_ece = min(r["ece_reference"] for r in rows)  # calibration columns are minimised
+    assert summary["optimal"]["ece_reference"] == lowest_ece
 
 
 def _fresh_classifier(path):
@@ -65,7 +78,7 @@ def test_chosen_checkpoint_reloads_and_reproduces_accuracy(run):
     model, bundle, meta = _fresh_classifier(out / "checkpoints" / "wiseft_chosen.safetensors")
     assert meta["alpha"] == summary["chosen_alpha"]
     assert meta["classnames"] == ["blue", "green", "red"]
-    from wiseft.config import to_settings
+    from wiseft.config.schema import to_settings
 
     settings = to_settings(cfg)
     dm = WiSEFTDataModule(settings.data, seed=settings.seed)
@@ -82,7 +95,7 @@ def test_sweep_endpoints_equal_direct_evaluation(run, ckpt, row):
     cfg, out, _ = run
     summary = json.loads((out / "summary.json").read_text())
     model, bundle, _ = _fresh_classifier(out / "checkpoints" / f"{ckpt}.safetensors")
-    from wiseft.config import to_settings
+    from wiseft.config.schema import to_settings
 
     dm = WiSEFTDataModule(to_settings(cfg).data)
     dm.check()

@@ -195,7 +195,7 @@ def test_failed_download_is_one_line_and_leaves_no_file(tmp_path, online, monkey
 
 def test_pipeline_stops_before_writing_anything_when_weights_are_missing(tmp_path, image_root, offline):
     from tests.conftest import tiny_cfg
-    from wiseft.pipeline import train
+    from wiseft.pipeline.train import train
 
     out = tmp_path / "out"
     cfg = tiny_cfg(image_root, out, ["model.name=ViT-B-32", "model.pretrained=openai",

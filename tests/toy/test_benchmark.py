@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from tests.conftest import compose_cfg
-from wiseft.pipeline import train
+from wiseft.pipeline.train import train
+from wiseft.review.results import read_rows
+from wiseft.review.robustness import load_baselines
 from wiseft.toy.world import LABELLED_DOMAINS, SHIFT_DOMAINS, world_id
 
 CHANCE = 10.0  # ten classes, balanced in every domain
@@ -35,7 +37,7 @@ def _run_default(data_dir: Path, out: Path, overrides: list[str]) -> list[dict[s
         out,
     )
     train(cfg)
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return read_rows(out)  # WiSE-FT's rows
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,20 @@ def test_default_job_runs_end_to_end_on_a_small_world(small_run: tuple[Path, lis
     assert [p.name for p in lightning.iterdir()] == ["last.ckpt"]
     ckpt = torch.load(lightning / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["global_step"] > 0 and ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 5
+
+
+def test_default_job_reports_effective_robustness(small_run: tuple[Path, list[dict[str, float]]]) -> None:
+    # conf/experiment/toy.yaml selects the toy world's own baselines (wiseft.toy.testbed): every shift gets a column.
+    root, rows = small_run
+    fits = load_baselines("toy").fits
+    columns = (*SHIFT_DOMAINS, "avg_shifts")
+    for row in rows:
+        for col in columns:
+            assert row[f"er_{col}"] == pytest.approx(fits[col].effective_robustness(row[REFERENCE], row[col]))
+    header = (root / "out" / "results.csv").read_text().splitlines()[0].split(",")
+    assert {f"er_{col}" for col in columns} <= set(header)
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    assert summary["baselines"] == {col: fits[col].to_dict() for col in columns}  # what curve.png draws
 
 
 def test_fine_tuning_generates_only_the_labelled_domains(small_run: tuple[Path, list[dict[str, float]]]) -> None:

@@ -9,12 +9,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wiseft.config import DataConfig, DatasetSpec
+from wiseft.config.schema import DataConfig, DatasetSpec
 from wiseft.data.datasets import LabeledImageDataset
 from wiseft.data.registry import build_dataset, get_kind
-from wiseft.data.resumable import ResumableLoader
 from wiseft.data.verify import verify_samples
-from wiseft.distributed import UnpaddedDistributedSampler
+from wiseft.runtime.distributed import UnpaddedDistributedSampler
+from wiseft.runtime.exact_resume import ResumableLoader
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``finetune=linear``: a DataModule that serves the frozen encoder's features instead of images.
 
 The encoder is frozen, so its features of every image never change during fitting: they are computed once,
-sharded over the processes, cached on disk (:mod:`wiseft.features`) and reused by every epoch, by the
+sharded over the processes, cached on disk (:mod:`wiseft.data.feature_cache`) and reused by every epoch, by the
 validation loop and by the post-fit sweep. As in the reference implementation, training features use the
 evaluation transform (no augmentation: augmented features could not be cached).
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from wiseft.config import DataConfig
+from wiseft.config.schema import DataConfig
 from wiseft.data.datamodule import WiSEFTDataModule
-from wiseft.features import FeatureCache, Features, cached_features, feature_key, module_fingerprint
+from wiseft.data.feature_cache import FeatureCache, Features, cached_features, feature_key, module_fingerprint
 
 log = logging.getLogger(__name__)
 

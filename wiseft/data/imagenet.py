@@ -30,7 +30,7 @@ import open_clip
 from PIL import Image
 from timm.data import ImageNetInfo, infer_imagenet_subset
 
-from wiseft.config import DatasetSpec
+from wiseft.config.schema import DatasetSpec
 from wiseft.data.datasets import scan_image_folder
 from wiseft.data.projection import ClassProjection
 from wiseft.data.registry import DatasetKind, register_dataset_kind

@@ -9,7 +9,7 @@ logits vote for target class ``j``, and the target logit is their maximum.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +77,18 @@ def project_logits(logits: torch.Tensor, projection: ClassProjection | None) -> 
     if logits.shape[-1] != projection.num_reference_classes:
         raise ValueError(f"logits have {logits.shape[-1]} classes but the projection expects "
                          f"{projection.num_reference_classes}")
-    index = projection.index_tensor(logits.device)
-    gathered = logits[:, index.clamp(min=0)]  # (N, C_target, width)
-    gathered = gathered.masked_fill(index < 0, float("-inf"))
-    return gathered.amax(dim=-1)
+    return projector(projection, logits.device)(logits)
+
+
+def projector(projection: ClassProjection | None,
+              device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`project_logits` as a function of the logits alone, with the projection's index built once."""
+    if projection is None:
+        return lambda logits: logits
+    index = projection.index_tensor(device)
+    gather, pad = index.clamp(min=0), index < 0
+
+    def project(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, gather].masked_fill(pad, float("-inf")).amax(dim=-1)
+
+    return project

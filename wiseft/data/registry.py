@@ -1,4 +1,4 @@
-"""Dataset kinds: how a :class:`~wiseft.config.DatasetSpec` becomes a dataset.
+"""Dataset kinds: how a :class:`~wiseft.config.schema.DatasetSpec` becomes a dataset.
 
 A kind is registered by name with :func:`register_dataset_kind`; the config says ``kind: <name>``. Kinds
 split their work so that problems surface early and cheaply: ``prepare`` may download or generate (run once,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torchvision.transforms import Compose
 
-from wiseft.config import DatasetSpec
+from wiseft.config.schema import DatasetSpec
 from wiseft.data.datasets import LabeledImageDataset, list_class_folders, read_csv_samples, scan_image_folder
 from wiseft.data.projection import ClassProjection
 from wiseft.errors import ConfigError, DataError

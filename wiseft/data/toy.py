@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wiseft.config import DatasetSpec
+from wiseft.config.schema import DatasetSpec
 from wiseft.data.registry import DatasetKind, register_dataset_kind
 from wiseft.errors import ConfigError
 from wiseft.toy import world

@@ -13,6 +13,7 @@ import open_clip
 import torch
 
 from wiseft.errors import CheckpointError, ConfigError
+from wiseft.io.safeload import check_weights_file
 from wiseft.models.weights import (
     LOCAL_DIR,
     LOCAL_DIR_PATTERNS,
@@ -21,7 +22,6 @@ from wiseft.models.weights import (
     quick_gelu_mismatch_is_an_error,
     resolve_weights,
 )
-from wiseft.safeload import check_weights_file
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wiseft.checkpoints import check_matches
-from wiseft.config import FinetuneConfig
+from wiseft.config.schema import FinetuneConfig
 from wiseft.errors import CheckpointError
+from wiseft.io.checkpoints import check_matches
 from wiseft.models.classifier import ImageClassifier
 
 

@@ -9,7 +9,7 @@ import torch
 
 from wiseft.errors import ConfigError
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
-from wiseft.progress import track
+from wiseft.runtime.progress_bars import track
 
 Template = str | Callable[[str], str]
 

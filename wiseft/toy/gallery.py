@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from wiseft.io import atomic_write
+from wiseft.io.atomic import atomic_write
 from wiseft.toy.domains import sampler
 from wiseft.toy.vocab import CLASSNAMES
 from wiseft.toy.world import _image_rng

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from wiseft.io import atomic_write
+from wiseft.io.atomic import atomic_write
 from wiseft.toy.model import (
     MODEL_NAME,
     WEIGHTS_PATH,

@@ -14,7 +14,7 @@ import gzip
 from itertools import pairwise
 from pathlib import Path
 
-from wiseft.io import atomic_write
+from wiseft.io.atomic import atomic_write
 from wiseft.toy.vocab import all_words
 
 #: Where the shipped merges file lives.

@@ -1,5 +1,0 @@
-"""Lightning callbacks."""
-
-from wiseft.callbacks.sweep import WiSEFTSweep
-
-__all__ = ["WiSEFTSweep"]
