@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = FinetuneConfig()
     parser.add_argument("--weights", default=str(WEIGHTS_PATH))
-    parser.add_argument("--model", default=MODEL_NAME, help="open_clip model name of the weights (default: %(default)s)")
+    parser.add_argument("--model", default=MODEL_NAME, help="open_clip model name of the weights (%(default)s)")
     parser.add_argument("--model-config", default=None, help="extra open_clip model-config JSON to register")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lr", type=float, default=d.lr)
