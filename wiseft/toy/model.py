@@ -33,17 +33,18 @@ def register_toy_config() -> None:
         open_clip.add_model_config(CONFIG_PATH)
 
 
-def create_toy_model(pretrained: str | Path | None = WEIGHTS_PATH) -> torch.nn.Module:
+def create_toy_model(pretrained: str | Path | None = WEIGHTS_PATH, model_name: str = MODEL_NAME) -> torch.nn.Module:
     """Build the toy CLIP through ``open_clip.create_model``.
 
     Args:
         pretrained: A weights file, or ``None`` for random initialisation.
+        model_name: open_clip model name (another registered config, for architecture experiments).
 
     Returns:
         The model (fp32, eval mode).
     """
     register_toy_config()
-    model = open_clip.create_model(MODEL_NAME, pretrained=str(pretrained) if pretrained else None)
+    model = open_clip.create_model(model_name, pretrained=str(pretrained) if pretrained else None)
     return model.eval()
 
 
