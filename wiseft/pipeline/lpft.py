@@ -100,7 +100,8 @@ class ProbeStage:
                     if isinstance(cb, ProgressBar)]
         return hydra.utils.instantiate(self.cfg.trainer, max_epochs=self.recipe.epochs,
                                        callbacks=[*bars, StepSeed(int(self.cfg.seed)), ReloadTrainData()],
-                                       logger=False, enable_checkpointing=False, default_root_dir=str(self.out_dir),
+                                       logger=False, enable_checkpointing=False, enable_model_summary=False,
+                                       default_root_dir=str(self.out_dir),
                                        plugins=plugins)
 
     def run(self, trainer: L.Trainer | None) -> None:

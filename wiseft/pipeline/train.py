@@ -116,6 +116,12 @@ def train(cfg: DictConfig) -> float:
     module.checkpoint_metadata = metadata
 
     fisher = settings.wiseft.fisher
+    if fisher.examples and mode == "flyp":
+        # Its models carry the text tower and rebuild the head from it at every alpha; the Fisher path mixes the
+        # image classifier's weights only. In a multirun over finetune modes the other jobs still get it.
+        log.warning("wiseft.fisher.examples=%d: the Fisher merge is not implemented for finetune=flyp; skipped",
+                    fisher.examples)
+        fisher = dataclasses.replace(fisher, examples=0)
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=job.baselines,
                         upload_checkpoint=settings.wiseft.upload_checkpoint,

@@ -55,7 +55,7 @@ class FinetuneConfig:
         grad_clip: Gradient-norm clipping (``finetune.grad_clip`` of the job; 0 for none).
     """
 
-    lr: float = 5e-4
+    lr: float = 2e-3
     epochs: int = 5
     batch_size: int = 128
     weight_decay: float = 0.1
