@@ -19,7 +19,7 @@ from wiseft.io.checkpoints import load_weights, save_weights
 from wiseft.methods.fisher import load_fisher
 from wiseft.models.factory import build_clip
 from wiseft.pipeline.merge import _common_held_out, merge_multirun
-from wiseft.pipeline.train import train
+from wiseft.pipeline.train import fisher_config, train
 from wiseft.review.multirun import load_sweep
 from wiseft.review.results import read_curves
 from wiseft.sweep.fisher_path import FisherPath, fisher_file
@@ -83,6 +83,14 @@ def test_fisher_config_values_are_checked():
     with pytest.raises(ConfigError, match=r"wiseft\.fisher\.examples: must be 0 \(off\) or positive, got -1"):
         to_settings(compose_cfg(["wiseft.fisher.examples=-1"], "/tmp/unused"))
     assert to_settings(compose_cfg([], "/tmp/unused")).wiseft.fisher.examples == 0  # off by default
+
+
+def test_fisher_path_is_skipped_with_a_warning_for_flyp_only(caplog):
+    e2e = to_settings(compose_cfg(["wiseft.fisher.examples=64"], "/tmp/unused"))
+    assert fisher_config(e2e).examples == 64 and not caplog.records
+    flyp = to_settings(compose_cfg(["finetune=flyp", "wiseft.fisher.examples=64"], "/tmp/unused"))
+    assert fisher_config(flyp).examples == 0
+    assert "not implemented for finetune=flyp" in caplog.text
 
 
 def test_merge_writes_a_run_folder_with_every_method(multirun, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from wiseft.config.schema import Settings
+from wiseft.config.schema import FisherConfig, Settings
 from wiseft.config.secrets import redacted_config
 from wiseft.data.features import FeatureDataModule
 from wiseft.errors import RunInterrupted
@@ -59,6 +59,20 @@ def _describe(settings: Settings) -> str:
     return (f"fine-tuning {settings.model.name} {how} on {settings.data.reference.name} for {epochs} "
             f"epoch{'s' if epochs > 1 else ''}, then evaluating {len(sweep_alphas(settings.wiseft.alphas))} alphas "
             f"on {num_sets} sets")
+
+
+def fisher_config(settings: Settings) -> FisherConfig:
+    """``wiseft.fisher``, switched off (with a warning) for FLYP, whose models the Fisher path cannot mix.
+
+    FLYP's models carry the text tower and rebuild the head from it at every alpha; the Fisher path mixes the image
+    classifier's weights only. Skipping rather than failing keeps a multirun over finetune modes going.
+    """
+    fisher = settings.wiseft.fisher
+    if fisher.examples and settings.finetune.mode == "flyp":
+        log.warning("wiseft.fisher.examples=%d: the Fisher merge is not implemented for finetune=flyp; skipped",
+                    fisher.examples)
+        return dataclasses.replace(fisher, examples=0)
+    return fisher
 
 
 def train(cfg: DictConfig) -> float:
@@ -115,13 +129,7 @@ def train(cfg: DictConfig) -> float:
                 probe = ProbeStage(cfg, settings.finetune, datamodule, classifier, out_dir, metadata)
     module.checkpoint_metadata = metadata
 
-    fisher = settings.wiseft.fisher
-    if fisher.examples and mode == "flyp":
-        # Its models carry the text tower and rebuild the head from it at every alpha; the Fisher path mixes the
-        # image classifier's weights only. In a multirun over finetune modes the other jobs still get it.
-        log.warning("wiseft.fisher.examples=%d: the Fisher merge is not implemented for finetune=flyp; skipped",
-                    fisher.examples)
-        fisher = dataclasses.replace(fisher, examples=0)
+    fisher = fisher_config(settings)
     sweep = WiSEFTSweep(str(out_dir), settings.wiseft.alphas, settings.wiseft.select_on,
                         settings.wiseft.save_checkpoints, baselines=job.baselines,
                         upload_checkpoint=settings.wiseft.upload_checkpoint,
