@@ -15,8 +15,6 @@ robustness-vs-accuracy axes) into ``--out`` (default: the first folder), and pri
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import statistics
 import sys
@@ -28,7 +26,7 @@ from typing import Any
 from wiseft.errors import DataError, WiseftError
 from wiseft.io.atomic import atomic_write_text
 from wiseft.review.multirun import Job, find_job_dirs, format_value, job_params, load_job
-from wiseft.review.results import METHOD_LABELS, PRIMARY, read_curves
+from wiseft.review.results import METHOD_LABELS, PRIMARY, csv_text, read_curves
 
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_MD = "comparison.md"
@@ -144,15 +142,6 @@ def comparison_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     return table
 
 
-def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _cell(row: Mapping[str, Any], col: str) -> str:
@@ -210,7 +199,7 @@ def write_comparison(folders: Sequence[str | Path], out: str | Path | None = Non
     groups = load_groups(folders)
     table = comparison_rows(groups)
     out_dir = Path(out) if out is not None else Path(folders[0])
-    atomic_write_text(out_dir / COMPARISON_CSV, _csv(table))
+    atomic_write_text(out_dir / COMPARISON_CSV, csv_text(table))
     atomic_write_text(out_dir / COMPARISON_MD, markdown(table))
     if groups[0].runs[0][0].summary["columns"]["shifts"]:
         from wiseft.review.plots import save_figure

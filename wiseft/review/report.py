@@ -11,8 +11,6 @@ alpha), ``sweep_summary.json`` and ``sweep_curves.png``.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -23,6 +21,7 @@ from wiseft.errors import ConfigError, WiseftError
 from wiseft.io.atomic import atomic_write_text
 from wiseft.review.multirun import Job, Sweep, format_value, load_sweep
 from wiseft.review.plots import Curve, baselines_of, plot_robustness, save_figure
+from wiseft.review.results import csv_text
 
 SWEEP_RESULTS_CSV = "sweep_results.csv"
 SWEEP_ROWS_CSV = "sweep_rows.csv"
@@ -106,15 +105,6 @@ def alpha_table(sweep: Sweep) -> list[dict[str, Any]]:
             for job in sweep.jobs for row in job.rows]
 
 
-def _csv(rows: Sequence[dict[str, Any]]) -> str:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def sweep_figure(sweep: Sweep, best: Job | None = None) -> Any:
@@ -150,8 +140,8 @@ def write_report(root: str | Path, select_by: str | None = None) -> dict[str, An
         "columns": sweep.jobs[0].summary["columns"],
     }
     out = sweep.root
-    atomic_write_text(out / SWEEP_RESULTS_CSV, _csv(job_table(sweep, best)))
-    atomic_write_text(out / SWEEP_ROWS_CSV, _csv(alpha_table(sweep)))
+    atomic_write_text(out / SWEEP_RESULTS_CSV, csv_text(job_table(sweep, best)))
+    atomic_write_text(out / SWEEP_ROWS_CSV, csv_text(alpha_table(sweep)))
     if summary["columns"]["shifts"]:
         save_figure(sweep_figure(sweep, best), out / SWEEP_CURVES_PNG)
     atomic_write_text(out / SWEEP_SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")

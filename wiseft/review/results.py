@@ -56,10 +56,8 @@ def _flat(curves: Mapping[str, Rows]) -> list[dict[str, Any]]:
     return [{"method": method, **row} for method, rows in curves.items() for row in rows]
 
 
-def write_rows(curves: Mapping[str, Rows], out_dir: str | Path) -> None:
-    """Write every method's rows (method -> one row per alpha) to ``results.csv`` and ``results.jsonl``."""
-    out_dir = Path(out_dir)
-    rows = _flat(curves)
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``rows`` as CSV text, the columns in order of first appearance (a missing value is an empty cell)."""
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
@@ -67,7 +65,14 @@ def write_rows(curves: Mapping[str, Rows], out_dir: str | Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out_dir / RESULTS_CSV, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_rows(curves: Mapping[str, Rows], out_dir: str | Path) -> None:
+    """Write every method's rows (method -> one row per alpha) to ``results.csv`` and ``results.jsonl``."""
+    out_dir = Path(out_dir)
+    rows = _flat(curves)
+    atomic_write_text(out_dir / RESULTS_CSV, csv_text(rows))
     atomic_write_text(out_dir / RESULTS_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
 
 
