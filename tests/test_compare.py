@@ -80,6 +80,27 @@ def test_other_varying_keys_label_the_methods(tmp_path):
     assert labels[0] == "E2E / WiSE-FT (weight space), lr=1e-05"
 
 
+def test_a_merge_folder_is_labelled_by_its_group_and_each_folder_by_its_own_differences(sweep, tmp_path):
+    root, _ = sweep
+    # Jobs whose configs differ in what their training method implies (paths, its own defaults) are still seeds.
+    for i, finetune in enumerate(("e2e", "e2e", "lpft", "lpft")):
+        config = {"seed": i % 2, "finetune": {"mode": finetune, "grad_clip": 1.0 if finetune == "e2e" else None},
+                  "callbacks": {"dirpath": f"/runs/{i}"}}
+        (root / str(i) / "config.yaml").write_text(yaml.safe_dump(config))
+        (root / str(i) / ".hydra").mkdir()  # a Hydra multirun: its sweep overrides tell the jobs apart
+        (root / str(i) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"finetune={finetune}",
+                                                                                 f"seed={i % 2}"]))
+    merge = tmp_path / "merge"
+    for i, finetune in enumerate(("e2e", "lpft")):
+        _run(merge / str(i), finetune, 0, 30)
+        config = {"seed": 0, "finetune": {"mode": finetune}, "merge": {"group": {"finetune": finetune},
+                                                                       "jobs": [str(2 * i), str(2 * i + 1)]}}
+        (merge / str(i) / "config.yaml").write_text(yaml.safe_dump(config))
+    groups = {g.label: len(g.runs) for g in load_groups([root, merge])}
+    assert groups["E2E / WiSE-FT (weight space)"] == 3 and groups["LP-FT / output-space ensemble"] == 3
+    assert all("=" not in label for label in groups), groups  # no path or mode-implied key in any label
+
+
 def test_cli_reports_bad_folders_in_one_line(tmp_path, capsys, sweep):
     assert main([str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip() == f"error: '{tmp_path / 'missing'}' does not exist"

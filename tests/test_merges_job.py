@@ -218,3 +218,35 @@ def test_held_out_data_without_a_val_set_is_what_no_run_trained_on(tmp_path):
         trained_on = set(held_out_split(everything, 0.5, seed)[0])
         assert not trained_on & set(samples)
     assert _common_held_out(datamodule, [_Run(3), _Run(3)])[0] is None  # one seed: the run's own split
+
+
+def test_flyp_runs_merge_both_towers_and_take_the_head_of_the_merged_text_tower(tmp_path):
+    from wiseft.models.classifier import ClassificationHead
+    from wiseft.models.text_head import TextHeadClassifier
+
+    templates = ["a {} image", "{}"]
+    data = make_image_data(tmp_path / "data")
+    pretrained = tmp_path / "tiny_vit.safetensors"
+    save_file({k: v.contiguous() for k, v in build_clip("tiny-vit").model.state_dict().items()}, str(pretrained))
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        train(tiny_cfg(data, sweep / str(seed), [f"seed={seed}", "finetune=flyp", f"model.pretrained={pretrained}",
+                                                 "wiseft.alphas=[0.0,1.0]", f"data.templates={templates}"]))
+    out = tmp_path / "merged"
+    assert merge_multirun(sweep, methods=["uniform_soup"], out=out, device="cpu", logger="none") == [out]
+    runs = [load_weights(sweep / s / "checkpoints" / "finetuned.safetensors")[0] for s in ("0", "1")]
+    soup, meta = load_weights(out / "checkpoints" / "uniform_soup.safetensors")
+    key = "text.ln_final.weight"
+    assert not torch.equal(runs[0][key], runs[1][key])  # the text towers were fine-tuned, differently
+    torch.testing.assert_close(soup[key], (runs[0][key] + runs[1][key]) / 2)
+    # The soup's head is the zero-shot head of its own (averaged) text tower, not the average of the runs' heads.
+    bundle = build_clip("tiny-vit", str(pretrained))
+    model = TextHeadClassifier.from_clip(bundle.model, bundle.tokenizer, meta["classnames"], templates,
+                                         ClassificationHead(torch.zeros_like(soup["head.weight"])))
+    model.load_state_dict(soup)
+    model.rebuild_head()
+    torch.testing.assert_close(model.head.weight, soup["head.weight"])
+    assert not torch.allclose(soup["head.weight"], (runs[0]["head.weight"] + runs[1]["head.weight"]) / 2)
+    # Alpha 0 is the runs' common zero-shot model.
+    zeroshot = _rows(sweep / "0", "wiseft")[0]
+    assert {k: _rows(out, "uniform_soup")[0][k] for k in zeroshot} == zeroshot

@@ -52,14 +52,18 @@ from wiseft.io.checkpoints import check_matches, load_weights, save_weights
 from wiseft.methods.interpolate import StateDict, check_compatible
 from wiseft.methods.model_stock import model_stock
 from wiseft.methods.soups import greedy_soup, uniform_soup
+from wiseft.methods.text_head import weight_mix
 from wiseft.models.classifier import ClassificationHead, ImageClassifier
 from wiseft.models.factory import build_clip
+from wiseft.models.text_head import TextHeadClassifier, has_text_tower
+from wiseft.models.zeroshot import resolve_templates
 from wiseft.pipeline.evaluate import _device
 from wiseft.pipeline.merge_runs import Group, Run, check_group, check_same_zeroshot, find_runs, group_runs
 from wiseft.review.results import CURVE_PNG, plot_curve, write_rows, write_summary
 from wiseft.review.robustness import LinearFit, add_effective_robustness, resolve_baselines
 from wiseft.review.wandb import ResilientWandbLogger, log_sweep
 from wiseft.runtime.progress_bars import step
+from wiseft.runtime.terminal import TerminalFilter, TerminalFormatter
 from wiseft.sweep.engine import WeightPath, sweep_stats
 from wiseft.sweep.stats import TOTAL, top1
 from wiseft.sweep.summary import Columns, Row, rows_from_stats, summarize_methods, sweep_alphas
@@ -186,7 +190,8 @@ def _held_out_accuracy(model: torch.nn.Module, loader: Any, device: torch.device
     source = loader if batches is None else batches
 
     def accuracy(state: StateDict) -> float:
-        stats = sweep_stats(model, [WeightPath("held_out", state, state)], [1.0], [source], device, bins=0,
+        stats = sweep_stats(model, [WeightPath("held_out", state, state, weight_mix(model))], [1.0], [source],
+                            device, bins=0,
                             cache_bytes=cache_bytes)
         return float(top1(stats[0, 0, 0]))
 
@@ -246,7 +251,13 @@ def merge_group(prep: Prepared, methods: Sequence[str], out_dir: Path, device: t
                         force_quick_gelu=bool(m.get("force_quick_gelu")), tokenizer_kwargs=m.get("tokenizer_kwargs"),
                         cache_dir=m.get("cache_dir"), precision=m.get("precision", "fp32"))
     theta_0, _ = load_weights(first.zeroshot)
-    classifier = ImageClassifier(bundle.model.visual, ClassificationHead(torch.zeros_like(theta_0["head.weight"])))
+    head = ClassificationHead(torch.zeros_like(theta_0["head.weight"]))
+    if has_text_tower(theta_0):  # FLYP's runs: both towers, the head rebuilt from the (merged) text tower
+        templates = resolve_templates((prep.config.get("data") or {}).get("templates", "openai_imagenet"))
+        classifier = TextHeadClassifier.from_clip(bundle.model, bundle.tokenizer, datamodule.classnames, templates,
+                                                  head)
+    else:
+        classifier = ImageClassifier(bundle.model.visual, head)
     check_matches(classifier, theta_0, str(first.zeroshot))
     classifier.to(device).eval()
     datamodule.set_transforms(bundle.train_transform, bundle.eval_transform)
@@ -267,9 +278,14 @@ def merge_group(prep: Prepared, methods: Sequence[str], out_dir: Path, device: t
     merged, details = _merged_models(prep, methods, classifier, theta_0, finetuned,
                                      datamodule.eval_loader(eval_sets[0]), device)
     del finetuned
+    if isinstance(classifier, TextHeadClassifier):
+        # A merged FLYP model's head is the one its merged text tower gives, not the merge of the runs' heads.
+        for name in methods:
+            weight_mix(classifier)(classifier, merged[name], merged[name], 1.0)
+            merged[name] = {k: v.detach().to("cpu", copy=True) for k, v in classifier.state_dict().items()}
 
     grid = sweep_alphas(wiseft.alphas)
-    paths = [WeightPath(name, theta_0, merged[name]) for name in methods]
+    paths = [WeightPath(name, theta_0, merged[name], weight_mix(classifier)) for name in methods]
     loaders = [datamodule.eval_loader(s) for s in eval_sets]
     total = sum(len(s.dataset) for s in eval_sets)
     with step(f"sweep: {', '.join(methods)} ({len(grid)} alphas per decoded image)", total=total) as advance:
@@ -319,7 +335,8 @@ def _loggers(config: dict[str, Any], choice: str, out_dir: Path, run_name: str, 
             loggers.append(ResilientWandbLogger(
                 project=spec.get("project", "wiseft"), entity=spec.get("entity"), name=run_name,
                 group=spec.get("group") or source.name, job_type="merge", save_dir=str(out_dir),
-                offline=bool(spec.get("offline", True)), log_model=False))
+                offline=bool(spec.get("offline", True)), log_model=False,
+                settings=spec.get("settings") or {"quiet": True, "silent": bool(spec.get("offline", True))}))
         elif kind == "csv":
             loggers.append(CSVLogger(save_dir=str(out_dir), name="csv"))
     return loggers
@@ -393,7 +410,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--logger", default="auto", choices=LOGGERS,
                         help="auto: the loggers the jobs used (W&B runs go to the sweep's group)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    # As train.py's terminal: wiseft's own progress lines and every warning, not the other packages' INFO lines.
+    console = logging.StreamHandler()
+    console.addFilter(TerminalFilter("WARNING", {"wiseft": "INFO", "__main__": "INFO"}))
+    console.setFormatter(TerminalFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[console])
     try:
         folders = merge_multirun(args.multirun, parse_methods(args.methods), parse_vary(args.vary), args.out,
                                  args.device, args.logger)

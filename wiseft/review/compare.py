@@ -68,6 +68,18 @@ def _finetune_of(job: Job) -> str:
     return str(job.summary.get("finetune") or (job.config.get("finetune") or {}).get("mode") or "e2e")
 
 
+def _folder_params(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """What tells apart the runs of one folder: a multirun's sweep overrides, or a merge's group keys.
+
+    Per folder, so that the keys one sweep varies are not confused with the config differences between folders
+    (another training method's defaults, run paths) or between a multirun and its merge.
+    """
+    merges = [(job.config.get("merge") or {}).get("group") for job in jobs]
+    if all(isinstance(group, dict) for group in merges):
+        return [dict(group) for group in merges]
+    return job_params(jobs)
+
+
 def load_groups(folders: Sequence[str | Path]) -> list[Group]:
     """Every finished run under ``folders``, grouped by method (seeds together).
 
@@ -75,6 +87,7 @@ def load_groups(folders: Sequence[str | Path]) -> list[Group]:
         DataError: A folder does not exist or holds no finished run, or the runs do not share their columns.
     """
     jobs: list[Job] = []
+    all_params: list[dict[str, Any]] = []
     for folder in folders:
         root = Path(folder).expanduser()
         if not root.is_dir():
@@ -82,14 +95,16 @@ def load_groups(folders: Sequence[str | Path]) -> list[Group]:
         finished, _ = find_job_dirs(root)
         if not finished:
             raise DataError(f"no finished run under '{root}' (a finished run folder holds summary.json)")
-        jobs += [load_job(path, root) for path in finished]
+        found = [load_job(path, root) for path in finished]
+        jobs += found
+        all_params += _folder_params(found)
     first = jobs[0].summary["columns"]
     for job in jobs[1:]:
         if job.summary["columns"]["reference"] != first["reference"]:
             raise DataError(f"'{job.path}' reports reference '{job.summary['columns']['reference']}', '{jobs[0].path}'"
                             f" '{first['reference']}': not one comparison")
     groups: dict[tuple, Group] = {}
-    for job, params in zip(jobs, job_params(jobs), strict=True):
+    for job, params in zip(jobs, all_params, strict=True):
         # The training method is part of the label already; the seed is what gets averaged.
         params = {k: v for k, v in params.items() if k not in _SEED_KEYS and k != "finetune"
                   and not k.startswith("finetune.mode")}
