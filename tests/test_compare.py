@@ -62,8 +62,10 @@ def test_seeds_are_averaged_per_method(sweep):
     assert by[e2e, "chosen alpha"]["alpha"] == pytest.approx(statistics.fmean(chosen))
     assert by[e2e, "alpha = 0.5"]["avg_shifts"] == pytest.approx(
         statistics.fmean(runs["e2e", s][0]["wiseft"][1]["avg_shifts"] for s in (0, 1)))
-    # The ensemble's alpha = 1 model is the fine-tuned one: only its chosen alpha is a new row.
+    # The ensemble's alpha = 1 model is the fine-tuned one: only its alpha = 0.5 and chosen alpha are new rows.
     assert ("E2E / output-space ensemble", "alpha = 1") not in by
+    assert by["E2E / output-space ensemble", "alpha = 0.5"]["ref"] == pytest.approx(
+        statistics.fmean(runs["e2e", s][0]["ensemble"][1]["ref"] for s in (0, 1)))
     assert by["E2E / output-space ensemble", "chosen alpha"]["ref"] == pytest.approx(statistics.fmean(
         runs["e2e", s][1]["methods"]["ensemble"]["chosen"]["ref"] for s in (0, 1)))
     assert by["zero-shot", "alpha = 0"]["runs"] == 4 and by["zero-shot", "alpha = 0"]["ece_ref"] == 10.0
@@ -111,4 +113,4 @@ def test_cli_reports_bad_folders_in_one_line(tmp_path, capsys, sweep):
     assert main([str(root), "--out", str(tmp_path)]) == 0
     assert "chosen alpha" in capsys.readouterr().out
     with (tmp_path / COMPARISON_CSV).open() as f:
-        assert len(list(csv.DictReader(f))) == 1 + 2 * 3 + 2 * 1  # zero-shot; WiSE-FT 3 rows, ensemble 1, per training
+        assert len(list(csv.DictReader(f))) == 1 + 2 * 3 + 2 * 2  # zero-shot; WiSE-FT 3 rows, ensemble 2, per training
