@@ -62,7 +62,7 @@ class PretrainConfig:
         model: open_clip model name (a variant registered with ``open_clip.add_model_config`` for experiments).
     """
 
-    steps: int = 5000
+    steps: int = 10000
     batch_size: int = 128
     lr: float = 1.5e-3
     weight_decay: float = 0.1
