@@ -55,8 +55,8 @@ class FinetuneConfig:
         grad_clip: Gradient-norm clipping (``finetune.grad_clip`` of the job; 0 for none).
     """
 
-    lr: float = 2e-3
-    epochs: int = 5
+    lr: float = 3e-3
+    epochs: int = 3
     batch_size: int = 128
     weight_decay: float = 0.1
     warmup: int = 20
