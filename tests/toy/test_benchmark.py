@@ -110,10 +110,12 @@ def test_default_job_shows_the_wiseft_pattern(seed: int, default_data: Path, tmp
     assert mid[REFERENCE] >= finetuned[REFERENCE] - 2.0
     # ...while beating both ends on the shifts (aim +3; measured +5.24, +4.10, +2.96).
     assert mid["avg_shifts"] >= max(zeroshot["avg_shifts"], finetuned["avg_shifts"]) + 2.5
-    # Alpha is chosen on held-out reference data (never on the shifts) and lands strictly inside (0, 1): the chosen
-    # model is a WiSE-FT model, as accurate as the fine-tuned one on the reference and more robust (aim +3 on the
-    # shifts; measured 0.8, 0.9, 0.7 with +2.6, +2.1, +4.8).
+    # Alpha is chosen on held-out reference data (never on the shifts): the smallest alpha within one standard error
+    # of the best photo_val accuracy (wiseft.select_within_se). It lands strictly inside (0, 1): the chosen model is a
+    # WiSE-FT model, nearly as accurate as the fine-tuned one on the reference and clearly more robust (issue 12's
+    # aim: +3 on the shifts).
     assert summary["selected_on"] == f"{REFERENCE}_val"
+    assert summary["selection"]["within_se"] == 1.0
     assert 0.0 < summary["chosen_alpha"] < 1.0
-    assert chosen[REFERENCE] >= finetuned[REFERENCE] - 1.0
-    assert chosen["avg_shifts"] >= finetuned["avg_shifts"] + 1.5
+    assert chosen[REFERENCE] >= finetuned[REFERENCE] - 2.0
+    assert chosen["avg_shifts"] >= finetuned["avg_shifts"] + 3.0

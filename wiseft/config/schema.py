@@ -256,6 +256,9 @@ class WiseftConfig:
         alphas: Mixing coefficients, strictly increasing, within [0, 1].
         select_on: ``val`` chooses alpha on the held-out reference data (the default and the honest choice);
             ``reference`` chooses on the reported reference column, as the paper's "optimal alpha" row does.
+        select_within_se: The smallest alpha whose held-out accuracy is within this many binomial standard errors
+            of the best one is chosen (the one-standard-error rule: differences within the held-out set's noise
+            are ties, and a tie goes to the model closer to zero-shot, the more robust one); 0 chooses the best.
         save_checkpoints: Write zero-shot, fine-tuned and chosen-alpha weights as safetensors.
         upload_checkpoint: Also log the chosen-alpha checkpoint to W&B as a model artifact (needs
             ``save_checkpoints`` and the W&B logger).
@@ -271,6 +274,7 @@ class WiseftConfig:
 
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     select_on: str = "val"
+    select_within_se: float = 1.0
     save_checkpoints: bool = True
     upload_checkpoint: bool = False
     batch_cache_mb: int = 1024
@@ -291,6 +295,9 @@ class WiseftConfig:
             raise ConfigError(f"wiseft.batch_cache_mb: must be positive, got {self.batch_cache_mb}")
         if self.select_on not in ("val", "reference"):
             raise ConfigError(f"wiseft.select_on: must be 'val' or 'reference', got '{self.select_on}'")
+        if not 0.0 <= self.select_within_se <= 10.0:
+            raise ConfigError(f"wiseft.select_within_se: must be within [0, 10] standard errors, got "
+                              f"{self.select_within_se}")
         if self.calibration_bins < 0:
             raise ConfigError(f"wiseft.calibration_bins: must be 0 (off) or positive, got {self.calibration_bins}")
 

@@ -144,7 +144,8 @@ def evaluate_checkpoints(cfg: DictConfig) -> float:
                            ensemble=wiseft.ensemble, bins=wiseft.calibration_bins, mix=mix)
     curves = {name: [add_effective_robustness(row, columns.reference, baselines) for row in rows]
               for name, rows in curves.items()}
-    summary = summarize_methods(curves, columns, wiseft.select_on, PRIMARY)
+    num_examples = {s.name: len(s.dataset) for s in eval_sets}
+    summary = summarize_methods(curves, columns, wiseft.select_on, PRIMARY, wiseft.select_within_se, num_examples)
     summary["calibration_bins"] = wiseft.calibration_bins
     summary["baselines"] = {col: fit.to_dict() for col, fit in baselines.items()}
     summary["checkpoints"] = {"zeroshot": str(cfg.zeroshot) if cfg.get("zeroshot") else None,

@@ -201,7 +201,7 @@ def _held_out_accuracy(model: torch.nn.Module, loader: Any, device: torch.device
 def _no_search(summary: dict[str, Any], method: str) -> None:
     """A method whose model is fixed: its chosen row is alpha 1, whatever the held-out data says."""
     fixed = {"chosen": summary["methods"][method]["finetuned"], "chosen_alpha": 1.0,
-             "selected_on": "none (fixed model, alpha 1)"}
+             "selected_on": "none (fixed model, alpha 1)", "selection": None}
     summary["methods"][method].update(fixed)
     if summary["method"] == method:
         summary.update(fixed)
@@ -294,11 +294,11 @@ def merge_group(prep: Prepared, methods: Sequence[str], out_dir: Path, device: t
     curves = rows_from_stats(grid, stats, columns, methods)
     curves = {name: [add_effective_robustness(row, columns.reference, prep.baselines) for row in rows]
               for name, rows in curves.items()}
-    summary = summarize_methods(curves, columns, wiseft.select_on, methods[0])
+    num_examples = {name: int(stats[0, 0, j, TOTAL]) for j, name in enumerate(columns.all)}
+    summary = summarize_methods(curves, columns, wiseft.select_on, methods[0], wiseft.select_within_se, num_examples)
     for name in methods:
         if name in NO_SEARCH:
             _no_search(summary, name)
-    summary["num_examples"] = {name: int(stats[0, 0, j, TOTAL]) for j, name in enumerate(columns.all)}
     summary["calibration_bins"] = wiseft.calibration_bins
     summary["baselines"] = {col: fit.to_dict() for col, fit in prep.baselines.items()}
     summary["merge"] = {"source": str(source), "jobs": [r.name for r in group.runs], "group": group.key,

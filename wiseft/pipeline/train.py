@@ -136,7 +136,7 @@ def train(cfg: DictConfig) -> float:
                         cache_bytes=settings.wiseft.batch_cache_mb << 20, ensemble=settings.wiseft.ensemble,
                         calibration_bins=settings.wiseft.calibration_bins,
                         extra_paths=[FisherPath(fisher, settings.seed, out_dir)] if fisher.examples else [],
-                        zeroshot=zeroshot, finetune=mode)
+                        zeroshot=zeroshot, finetune=mode, within_se=settings.wiseft.select_within_se)
     resume_ckpt = ResumeCheckpoint(ckpt_dir)
     callbacks += [sweep, resume_ckpt, StepSeed(settings.seed), ReloadTrainData(),
                   FiniteLossGuard(resume_ckpt.ckpt_path)]

@@ -40,6 +40,16 @@ def result_columns(summary: Mapping[str, Any]) -> list[str]:
     return [c for c in shown if c in summary["zeroshot"]]
 
 
+def selection_note(summary: Mapping[str, Any]) -> str | None:
+    """One line on why the chosen alpha is not the best held-out one (a tolerance moved it); else ``None``."""
+    selection = summary.get("selection")
+    if not selection or not selection.get("within_se") or selection["best_alpha"] == summary["chosen_alpha"]:
+        return None
+    return (f"alpha {summary['chosen_alpha']:g}: smallest within {selection['within_se']:g} SE "
+            f"({selection['tolerance']:.1f} pts) of the best {summary['selected_on']} "
+            f"({selection['best']:.1f} at {selection['best_alpha']:g})")
+
+
 def summary_table(summary: Mapping[str, Any]) -> Table:
     """Top-1 of the zero-shot, fine-tuned and chosen-alpha models and each column's optimal alpha."""
     columns = result_columns(summary)
@@ -63,6 +73,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
             table.add_row(SHORT_LABELS.get(method, method), f"{entry['chosen_alpha']:g}", *cells(entry["chosen"]))
     table.add_row("optimal", "", *cells(summary["optimal"]))
     table.add_row("  at alpha", "", *(f"{summary['optimal_alpha'][c]:g}" for c in columns), style="dim")
+    table.caption = selection_note(summary)
+    table.caption_justify = "left"
     return table
 
 

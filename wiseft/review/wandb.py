@@ -201,6 +201,9 @@ def log_wandb(run: Any, rows: Sequence[Mapping[str, float]], summary: Mapping[st
                                 for col, value in summary[key].items()}
     headline["wiseft/chosen_alpha"] = summary["chosen_alpha"]
     headline["wiseft/selected_on"] = summary["selected_on"]
+    if summary.get("selection"):
+        headline["wiseft/best_alpha"] = summary["selection"]["best_alpha"]
+        headline["wiseft/select_within_se"] = summary["selection"]["within_se"]
     for col, alpha in summary["optimal_alpha"].items():
         headline[f"wiseft/optimal_alpha/{col}"] = alpha
         headline[f"wiseft/optimal/{col}"] = summary["optimal"][col]

@@ -66,6 +66,7 @@ class WiSEFTSweep(L.Callback):
         extra_paths: Sequence[PathFactory] = (),
         zeroshot: Mapping[str, torch.Tensor] | None = None,
         finetune: str | None = None,
+        within_se: float = 0.0,
     ) -> None:
         """Args:
         output_dir: Run folder.
@@ -84,6 +85,8 @@ class WiSEFTSweep(L.Callback):
         zeroshot: The zero-shot weights, when the module handed to ``fit`` no longer holds them (LP-FT's second
             stage starts from the probe's head); by default they are snapshotted from the module at setup.
         finetune: How the model was fine-tuned (``e2e``, ``lpft``, ...), recorded as the summary's ``finetune``.
+        within_se: Choose the smallest alpha within this many standard errors of the best held-out accuracy
+            (0: the best; see :func:`wiseft.sweep.summary.summarize`).
         """
         self.output_dir = Path(output_dir)
         self.alphas = list(alphas)
@@ -97,6 +100,7 @@ class WiSEFTSweep(L.Callback):
         self.extra_paths = list(extra_paths)
         self.zeroshot = None if zeroshot is None else {k: v.detach().to("cpu") for k, v in zeroshot.items()}
         self.finetune = finetune
+        self.within_se = within_se
         self.theta_0: dict[str, torch.Tensor] | None = None
         self.curves: dict[str, list[Row]] | None = None
         self.summary: dict[str, Any] | None = None
@@ -183,8 +187,8 @@ class WiSEFTSweep(L.Callback):
         for row in curves[PRIMARY] if trainer.is_global_zero else ():
             log.info("alpha=%.2f  %s", row["alpha"],
                      "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "alpha" and not k.startswith("nll_")))
-        summary = summarize_methods(curves, columns, self.select_on, PRIMARY)
-        summary["num_examples"] = {name: int(stats[0, 0, j, TOTAL]) for j, name in enumerate(columns.all)}
+        num_examples = {name: int(stats[0, 0, j, TOTAL]) for j, name in enumerate(columns.all)}
+        summary = summarize_methods(curves, columns, self.select_on, PRIMARY, self.within_se, num_examples)
         summary["calibration_bins"] = bins
         summary["baselines"] = {col: fit.to_dict() for col, fit in self.baselines.items()}
         if self.finetune is not None:

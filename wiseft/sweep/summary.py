@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,27 @@ def lower_is_better(column: str) -> bool:
     return column.startswith(("ece_", "nll_"))
 
 
-def summarize(rows: Sequence[Row], columns: Columns, select_on: str = "val") -> dict:
+def selection_tolerance(best: float, num_examples: int, within_se: float) -> float:
+    """How far under the best held-out accuracy (%) an alpha may score and still count as tied with it.
+
+    ``within_se`` binomial standard errors of the best accuracy, ``sqrt(p (1 - p) / n)``: the one-standard-error
+    rule of model selection, with the grid point closest to the zero-shot model as the "simplest" model.
+
+    Args:
+        best: The best accuracy on the selection column, in %.
+        num_examples: Examples in the selection column.
+        within_se: Standard errors allowed; 0 gives 0 (plain argmax).
+    """
+    if within_se == 0:
+        return 0.0
+    if num_examples <= 0:
+        raise ValueError(f"the selection column has no example to estimate its standard error from ({num_examples})")
+    p = best / 100.0
+    return 100.0 * within_se * math.sqrt(p * (1.0 - p) / num_examples)
+
+
+def summarize(rows: Sequence[Row], columns: Columns, select_on: str = "val", within_se: float = 0.0,
+              num_examples: int | None = None) -> dict:
     """Pick alpha and collect the headline numbers.
 
     Args:
@@ -98,16 +119,24 @@ def summarize(rows: Sequence[Row], columns: Columns, select_on: str = "val") -> 
         columns: Column roles.
         select_on: ``val`` chooses alpha by held-out reference accuracy (never by shift accuracy);
             ``reference`` by the reported reference column.
+        within_se: 0 chooses the alpha with the best selection accuracy; above 0, the smallest alpha whose
+            accuracy is within that many standard errors of the best (:func:`selection_tolerance`).
+        num_examples: Examples in the selection column; needed when ``within_se > 0``.
 
     Returns:
-        ``zeroshot``, ``finetuned`` and ``chosen`` rows, ``chosen_alpha``, ``selected_on``, and for every column
-        the paper's per-column ``optimal_alpha`` (the lowest value for calibration columns) and its value in
-        ``optimal``.
+        ``zeroshot``, ``finetuned`` and ``chosen`` rows, ``chosen_alpha``, ``selected_on``, ``selection`` (the rule,
+        the best alpha and score, the tolerance), and for every column the paper's per-column ``optimal_alpha``
+        (the lowest value for calibration columns) and its value in ``optimal``.
     """
     by_alpha = {row["alpha"]: row for row in rows}
     select_col = columns.val if select_on == "val" else columns.reference
     # Ties go to the smaller alpha: the choice closest to the zero-shot model among equals.
-    chosen = max(rows, key=lambda r: (r[select_col], -r["alpha"]))
+    best = max(rows, key=lambda r: (r[select_col], -r["alpha"]))
+    if within_se > 0 and num_examples is None:
+        raise ValueError("summarize: within_se > 0 needs the number of examples of the selection column")
+    tolerance = selection_tolerance(best[select_col], num_examples or 0, within_se)
+    # 1e-9: accuracies are ratios of integers printed to 9 places; equal scores must stay ties.
+    chosen = min((r for r in rows if r[select_col] >= best[select_col] - tolerance - 1e-9), key=lambda r: r["alpha"])
     metric_cols = [c for c in rows[0] if c != "alpha"]
     optimal_alpha = {c: (min(rows, key=lambda r, c=c: (r[c], r["alpha"])) if lower_is_better(c)
                          else max(rows, key=lambda r, c=c: (r[c], -r["alpha"])))["alpha"] for c in metric_cols}
@@ -117,6 +146,8 @@ def summarize(rows: Sequence[Row], columns: Columns, select_on: str = "val") -> 
         "chosen": chosen,
         "chosen_alpha": chosen["alpha"],
         "selected_on": select_col,
+        "selection": {"within_se": within_se, "num_examples": num_examples, "best_alpha": best["alpha"],
+                      "best": best[select_col], "tolerance": round(tolerance, 9)},
         "optimal_alpha": optimal_alpha,
         "optimal": {c: by_alpha[a][c] for c, a in optimal_alpha.items()},
         "columns": {"val": columns.val, "reference": columns.reference, "shifts": list(columns.shifts)},
@@ -124,14 +155,20 @@ def summarize(rows: Sequence[Row], columns: Columns, select_on: str = "val") -> 
 
 
 def summarize_methods(curves: Mapping[str, Sequence[Row]], columns: Columns, select_on: str = "val",
-                      primary: str = "wiseft") -> dict:
+                      primary: str = "wiseft", within_se: float = 0.0,
+                      num_examples: Mapping[str, int] | None = None) -> dict:
     """The run's summary: ``primary``'s :func:`summarize` at the top level, every method's under ``methods``.
 
-    Every method's alpha is chosen the same way, on the same held-out column.
+    Every method's alpha is chosen the same way, on the same held-out column. ``num_examples`` (examples per
+    dataset column) is stored as ``num_examples`` and gives the selection column's size to ``within_se``.
     """
-    summary = summarize(curves[primary], columns, select_on)
+    select_col = columns.val if select_on == "val" else columns.reference
+    n = None if num_examples is None else num_examples[select_col]
+    summary = summarize(curves[primary], columns, select_on, within_se, n)
     summary["method"] = primary
+    if num_examples is not None:
+        summary["num_examples"] = dict(num_examples)
     summary["methods"] = {}
     for name, rows in curves.items():
-        summary["methods"][name] = summarize(rows, columns, select_on)
+        summary["methods"][name] = summarize(rows, columns, select_on, within_se, n)
     return summary
