@@ -3,8 +3,8 @@
 The fast test runs the whole pipeline on a small world. The slow tests run the default itself for three fine-tuning
 seeds and assert the pattern the benchmark exists to show (the paper's, in miniature): fine-tuning gains on the
 reference, WiSE-FT at alpha 0.5 keeps nearly all of that gain and beats both ends on the shifts, and the alpha chosen
-on held-out reference data lies inside (0, 1): a model as accurate as the fine-tuned one on the reference and more
-robust.
+on held-out reference data lies inside (0, 1): a model nearly as accurate as the fine-tuned one on the reference and
+clearly more robust.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def test_default_job_shows_the_wiseft_pattern(seed: int, default_data: Path, tmp
     # Alpha is chosen on held-out reference data (never on the shifts): the smallest alpha within one standard error
     # of the best photo_val accuracy (wiseft.select_within_se). It lands strictly inside (0, 1): the chosen model is a
     # WiSE-FT model, nearly as accurate as the fine-tuned one on the reference and clearly more robust (issue 12's
-    # aim: +3 on the shifts).
+    # aim: +3 on the shifts; measured alpha 0.6 on every seed, -0.35/-0.45/-1.30 on the reference, +4.36/+6.84/+6.88
+    # on the shifts; the plain argmax chose 0.8/0.9/0.7 with +2.6/+2.1/+4.8).
     assert summary["selected_on"] == f"{REFERENCE}_val"
     assert summary["selection"]["within_se"] == 1.0
     assert 0.0 < summary["chosen_alpha"] < 1.0
