@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from pathlib import Path
 
 import open_clip
 import pytest
 import torch
+from safetensors import safe_open
 
-from wiseft.toy.model import MODEL_NAME, register_toy_config
-from wiseft.toy.pretrain import PretrainConfig, augment, lr_at, pretrain, save_weights
+from wiseft.toy import world as _world
+from wiseft.toy.model import MODEL_NAME, WEIGHTS_PATH, register_toy_config
+from wiseft.toy.pretrain import PretrainConfig, augment, lr_at, pretrain, pretrain_metadata, save_weights
 
 
 def test_augment_keeps_shape_and_is_seeded() -> None:
@@ -65,3 +68,16 @@ def test_pretraining_is_deterministic_given_the_seed(tmp_path: Path, tiny_world:
     a, b, c = (load_file(p) for p in paths)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+    # Byte for byte, metadata included: what lets a rebuild be compared with the shipped file by its checksum.
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_shipped_weights_carry_the_default_config_so_the_rebuild_command_writes_the_same_bytes() -> None:
+    # The shipped file was rebuilt with `python -m wiseft.toy.pretrain` (defaults) and compared tensor for tensor;
+    # its metadata must be exactly what that command writes, one sorted JSON entry (safetensors writes several keys
+    # in a random order per process, so their bytes would differ from run to run).
+    with safe_open(str(WEIGHTS_PATH), "pt") as f:
+        metadata = f.metadata()
+    world_id = json.loads(metadata["pretrain"])["world_id"]
+    assert metadata == pretrain_metadata(PretrainConfig(), world_id)
+    assert world_id == _world.world_id(PretrainConfig().world_seed, PretrainConfig().world_scale)

@@ -120,6 +120,15 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * progress))
 
 
+def pretrain_metadata(cfg: PretrainConfig, world_id: str) -> dict[str, str]:
+    """The safetensors metadata of a pretrained toy CLIP: its config and world, as one sorted JSON entry.
+
+    One entry because safetensors writes its metadata map in a per-process random order: with several keys the
+    same weights would give different bytes on every run. No timings either, so a rebuild equals the shipped file.
+    """
+    return {"pretrain": json.dumps(asdict(cfg) | {"world_id": world_id}, sort_keys=True)}
+
+
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write the model's open_clip state dict as fp16 safetensors, atomically (temp file, then ``os.replace``).
 
@@ -214,9 +223,7 @@ def pretrain(
             model.train()
     elapsed = time.perf_counter() - start
     log.info("pretraining took %.1fs", elapsed)
-    # No timings in the metadata: the file is then byte-for-byte reproducible (same seed and thread count).
-    metadata = {k: str(v) for k, v in asdict(cfg).items()} | {"world_id": world.name}
-    save_weights(model, out_path, metadata)
+    save_weights(model, out_path, pretrain_metadata(cfg, world.name))
     if not evaluate:
         return {}
     register_toy_config()
