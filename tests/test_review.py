@@ -4,6 +4,7 @@ evaluation of the checkpoints, and the review notebook executed on it."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,12 @@ from wiseft.pipeline.train import train
 from wiseft.review.multirun import load_sweep
 from wiseft.review.report import (
     SWEEP_CURVES_PNG,
+    SWEEP_RECIPES_CSV,
     SWEEP_RESULTS_CSV,
     SWEEP_ROWS_CSV,
     SWEEP_SUMMARY_JSON,
     best_job,
+    best_recipe,
     write_report,
 )
 from wiseft.review.report import main as report_main
@@ -103,6 +106,49 @@ def test_sweep_aggregates_every_finished_job(sweep):
         long_rows = list(csv.DictReader(f))
     assert len(long_rows) == 2 * 3  # two jobs x three alphas
     assert sum(r["chosen"] == "True" for r in long_rows) == 2
+
+
+def _seeded_copy(sweep, root: Path, vals: dict[tuple[str, int], float]) -> Path:
+    """A sweep folder of copies of one finished job, one per (lr, seed), with Hydra's overrides file and the given
+    held-out score at the chosen alpha."""
+    for i, ((lr, seed), val) in enumerate(vals.items()):
+        job = root / str(i)
+        shutil.copytree(sweep["dir"] / "0", job)
+        (job / ".hydra").mkdir(exist_ok=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- finetune.lr={lr}\n- seed={seed}\n")
+        summary = json.loads((job / "summary.json").read_text())
+        summary["chosen"]["reference_val"] = val
+        (job / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def test_seeds_of_one_recipe_are_averaged_before_choosing(sweep, tmp_path, capsys):
+    # Recipe 1e-3 has the single best job (a lucky seed, 90) but the lower mean (80); 3e-2 is steadier (84.5).
+    vals = {("1e-3", 0): 90.0, ("1e-3", 1): 70.0, ("3e-2", 0): 85.0, ("3e-2", 1): 84.0}
+    root = _seeded_copy(sweep, tmp_path / "seeded", vals)
+    loaded = load_sweep(root)
+    recipe = best_recipe(loaded)
+    assert recipe.params == {"finetune.lr": 3e-2} and [job.name for job in recipe.jobs] == ["2", "3"]
+    assert best_job(loaded).name == "2"  # the best seed of the best recipe, not the lucky job 0
+    with pytest.raises(ConfigError, match="never on shift data"):
+        best_recipe(loaded, "avg_shifts")
+
+    summary = write_report(root)
+    assert summary["best_recipe"]["params"] == {"finetune.lr": 3e-2}
+    assert summary["best_recipe"]["reference_val"] == pytest.approx({"mean": 84.5, "sd": 0.5 ** 0.5})
+    assert summary["best_job"] == "2"
+    with (root / SWEEP_RECIPES_CSV).open() as f:
+        table = list(csv.DictReader(f))
+    assert [(r["finetune.lr"], r["seeds"], r["jobs"], r["best"]) for r in table] == [
+        ("0.001", "2", "0 1", "False"), ("0.03", "2", "2 3", "True")]
+    assert float(table[0]["reference_val"]) == pytest.approx(80.0)
+    assert float(table[0]["reference_val_sd"]) == pytest.approx(200 ** 0.5)
+    assert "seed" not in table[0]
+
+    assert report_main([str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "best recipe by reference_val (mean of 2 seeds): finetune.lr=0.03 (84.50" in out
+    assert "80.00±14.1" in out  # the other recipe's mean and spread are shown too
 
 
 def test_best_job_is_never_chosen_on_shift_data(sweep):

@@ -25,7 +25,7 @@ from typing import Any
 
 from wiseft.errors import DataError, WiseftError
 from wiseft.io.atomic import atomic_write_text
-from wiseft.review.multirun import Job, find_job_dirs, format_value, job_params, load_job
+from wiseft.review.multirun import SEED_KEYS, Job, find_job_dirs, format_value, job_params, load_job, mean_sd
 from wiseft.review.results import METHOD_LABELS, PRIMARY, csv_text, read_curves
 
 COMPARISON_CSV = "comparison.csv"
@@ -36,8 +36,6 @@ COMPARISON_PNG = "comparison.png"
 FINETUNE_LABELS = {"e2e": "E2E", "linear": "LC", "lpft": "LP-FT", "flyp": "FLYP"}
 #: Methods whose alpha = 1 model is the fine-tuned one of the same run: only their chosen alpha is a new model.
 SHARED_ENDPOINTS = frozenset({"ensemble", "fisher"})
-#: Keys that never tell methods apart (runs differing only in these are seeds of one method).
-_SEED_KEYS = ("seed",)
 
 
 @dataclass
@@ -106,7 +104,7 @@ def load_groups(folders: Sequence[str | Path]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for job, params in zip(jobs, all_params, strict=True):
         # The training method is part of the label already; the seed is what gets averaged.
-        params = {k: v for k, v in params.items() if k not in _SEED_KEYS and k != "finetune"
+        params = {k: v for k, v in params.items() if k not in SEED_KEYS and k != "finetune"
                   and not k.startswith("finetune.mode")}
         curves = read_curves(job.path)
         methods = job.summary.get("methods") or {PRIMARY: job.summary}
@@ -115,11 +113,6 @@ def load_groups(folders: Sequence[str | Path]) -> list[Group]:
             group = groups.setdefault(key, Group(key[0], method, params))
             group.runs.append((job, rows, methods[method]))
     return list(groups.values())
-
-
-def _spread(values: Sequence[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _metric_columns(columns: Mapping[str, Any], rows: Sequence[Mapping[str, float]]) -> list[str]:
@@ -148,11 +141,11 @@ def comparison_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
                         [s["chosen_alpha"] for _, _, s in g.runs]))
     table = []
     for label, model, rows, alphas in entries:
-        alpha_mean, alpha_sd = _spread(alphas)
+        alpha_mean, alpha_sd = mean_sd(alphas)
         out: dict[str, Any] = {"method": label, "model": model, "runs": len(rows), "alpha": alpha_mean,
                                "alpha_sd": alpha_sd}
         for col in _metric_columns(columns, rows):
-            out[col], out[f"{col}_sd"] = _spread([r[col] for r in rows])
+            out[col], out[f"{col}_sd"] = mean_sd([r[col] for r in rows])
         table.append(out)
     return table
 

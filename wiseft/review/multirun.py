@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from wiseft.review.results import PRIMARY, RESULTS_JSONL, SUMMARY_JSON, read_row
 CONFIG_YAML = "config.yaml"
 #: Config keys that differ between jobs without being hyperparameters.
 _NOT_HYPERPARAMETERS = ("paths.", "hydra.", "logger.", "ckpt_path")
+#: Keys whose values are repeats of one setting, not settings: runs differing only in these get averaged.
+SEED_KEYS = ("seed",)
 
 
 def _hydra() -> Any | None:
@@ -69,6 +72,12 @@ def format_value(value: Any) -> str:
         return f"{float(value):.4g}"
     except (TypeError, ValueError):
         return str(value)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 @dataclass
