@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wiseft.review.report", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a Hydra sweep folder (multirun) or a single run folder")
     parser.add_argument("--select-by", default=None,
-                        help="column that picks the best job: <reference>_val (default) or <reference>")
+                        help="column that picks the best recipe and job: <reference>_val (default) or <reference>")
     args = parser.parse_args(argv)
     try:
         summary = write_report(args.folder, args.select_by)
