@@ -154,7 +154,7 @@ TOP_LEVEL_CASES = [
 WEIGHTS_CASES = [
     (["model.pretrained={asset}/toy_clip.safetensors"], CheckpointError,
      "model.pretrained: '{asset}/toy_clip.safetensors' is not a checkpoint of 'tiny-vit': key 'text_projection' has "
-     "shape (128, 128), 'tiny-vit' expects (32, 32) (keys: 20 missing, 116 unexpected, 16 of another shape)"),
+     "shape (128, 128), 'tiny-vit' expects (32, 32) (keys: 20 missing, 115 unexpected, 16 of another shape)"),
     (["model.pretrained={weights}/reshaped.safetensors"], CheckpointError,
      "model.pretrained: '{weights}/reshaped.safetensors' is not a checkpoint of 'tiny-vit': key 'visual.proj' has "
      "shape (32, 16), 'tiny-vit' expects (32, 32) (keys: 1 of another shape)"),

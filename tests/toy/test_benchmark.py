@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg
 from wiseft.pipeline.train import train
@@ -62,7 +63,8 @@ def test_default_job_runs_end_to_end_on_a_small_world(small_run: tuple[Path, lis
     lightning = root / "out" / "checkpoints" / "lightning"
     assert [p.name for p in lightning.iterdir()] == ["last.ckpt"]
     ckpt = torch.load(lightning / "last.ckpt", weights_only=True, map_location="cpu")
-    assert ckpt["global_step"] > 0 and ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 3
+    epochs = OmegaConf.load(root / "out" / "config.yaml").finetune.epochs  # the toy recipe's (6 when written)
+    assert ckpt["global_step"] > 0 and ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == epochs
 
 
 def test_default_job_reports_effective_robustness(small_run: tuple[Path, list[dict[str, float]]]) -> None:
@@ -104,17 +106,18 @@ def test_default_job_shows_the_wiseft_pattern(seed: int, default_data: Path, tmp
     for name in SETS:
         assert zeroshot[name] >= 2 * CHANCE, name
     assert zeroshot[REFERENCE] < 90.0
-    # Fine-tuning pays on the reference; WiSE-FT at alpha 0.5 keeps nearly all of it (issue 12's aim: within 2
-    # points; measured 1.35-1.70 under, docs/toy_fidelity.md)...
+    # Issue 12's aims, docs/toy_fidelity.md has the measurements. Fine-tuning pays on the reference (aim +15; measured
+    # +15.75/+17.25/+16.15); WiSE-FT at alpha 0.5 keeps nearly all of it (aim: within 2 points; measured 1.80/1.85/1.30
+    # under)...
     assert finetuned[REFERENCE] >= zeroshot[REFERENCE] + 15.0
     assert mid[REFERENCE] >= finetuned[REFERENCE] - 2.0
-    # ...while beating both ends on the shifts (aim +3; measured +5.24, +4.10, +2.96).
-    assert mid["avg_shifts"] >= max(zeroshot["avg_shifts"], finetuned["avg_shifts"]) + 2.5
+    # ...while beating both ends on the shifts (aim +3; measured +5.10, +6.32, +4.44).
+    assert mid["avg_shifts"] >= max(zeroshot["avg_shifts"], finetuned["avg_shifts"]) + 3.0
     # Alpha is chosen on held-out reference data (never on the shifts): the smallest alpha within one standard error
     # of the best photo_val accuracy (wiseft.select_within_se). It lands strictly inside (0, 1): the chosen model is a
-    # WiSE-FT model, nearly as accurate as the fine-tuned one on the reference and clearly more robust (issue 12's
-    # aim: +3 on the shifts; measured alpha 0.6 on every seed, -0.35/-0.45/-1.30 on the reference, +4.36/+6.84/+6.88
-    # on the shifts; the plain argmax chose 0.8/0.9/0.7 with +2.6/+2.1/+4.8).
+    # WiSE-FT model, nearly as accurate as the fine-tuned one on the reference and clearly more robust (aim: +3 on the
+    # shifts; measured alpha 0.7/0.5/0.6, +0.45/-1.85/-0.05 on the reference, +6.08/+10.80/+9.14 on the shifts; the
+    # plain argmax chose 0.9/0.7/0.7 with +2.2/+7.2/+7.7).
     assert summary["selected_on"] == f"{REFERENCE}_val"
     assert summary["selection"]["within_se"] == 1.0
     assert 0.0 < summary["chosen_alpha"] < 1.0

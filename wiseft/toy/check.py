@@ -56,7 +56,7 @@ class FinetuneConfig:
     """
 
     lr: float = 3e-3
-    epochs: int = 3
+    epochs: int = 6
     batch_size: int = 128
     weight_decay: float = 0.1
     warmup: int = 20

@@ -1,7 +1,7 @@
 """The tiny toy CLIP: open_clip model config, shipped weights, tokenizer and zero-shot evaluation helpers.
 
-The model is a stock open_clip ``CLIP`` built from ``wiseft/models/configs/toy-clip.json``: a timm normaliser-free CNN
-image tower (``test_nfnet``, via open_clip's ``TimmModel`` adapter) and open_clip's own text transformer.
+The model is a stock open_clip ``CLIP`` built from ``wiseft/models/configs/toy-clip.json``: a timm ResNet image tower
+(``test_resnet``, with BatchNorm, via open_clip's ``TimmModel`` adapter) and open_clip's own text transformer.
 No custom Python classes are involved, so the real-CLIP code paths (``create_model``, ``encode_image``,
 ``build_zero_shot_classifier``, ``ClipLoss``) are exercised.
 """
