@@ -177,13 +177,16 @@ def test_default_run_prints_a_few_lines_once_each_and_ends_with_the_summary(defa
     proc, out = default_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line.rstrip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    # One of them: the toy world's generation, on first use only; one row per method beside WiSE-FT.
-    assert len(lines) <= 16, "\n".join(lines)
+    # One of them: the toy world's generation, on first use only; one row per method beside WiSE-FT; one more, the
+    # one-standard-error line under the table, only when that rule chose a smaller alpha than the best held-out one.
+    moved = sum(1 for line in lines if line.startswith("alpha ") and "smallest within" in line)
+    summary = json.loads((out / "summary.json").read_text())
+    assert moved == (summary["chosen_alpha"] != summary["selection"]["best_alpha"]), "\n".join(lines)
+    assert len(lines) - moved <= 16, "\n".join(lines)
     assert len(set(lines)) == len(lines), "\n".join(lines)
     assert lines[0].startswith("generated ") and "toy-world images" in lines[0]
     assert lines[1] == ("fine-tuning toy-clip end to end on photo for 1 epoch, then evaluating 3 alphas on 7 sets")
     assert lines[2] == f"run folder: {out} (full log: train.log)"
-    summary = json.loads((out / "summary.json").read_text())
     table = lines.index(next(line for line in lines if "WiSE-FT top-1 accuracy (%)" in line))
     chosen = next(line for line in lines[table + 1:] if line.split()[0] == "WiSE-FT")
     assert chosen.split()[1:3] == [f"{summary['chosen_alpha']:g}", f"{summary['chosen']['photo']:.1f}"]

@@ -57,13 +57,13 @@ class PretrainConfig:
         world_seed: Seed of the toy world whose web corpus is used.
         world_scale: Scale of that world (1.0 for the shipped weights; smaller for quick checks).
         threads: ``torch.set_num_threads`` value (``None`` leaves it alone). Results are bitwise reproducible for
-            a fixed seed and thread count, so the shipped weights fix it: two, which took 1,811 s for the 10,000
+            a fixed seed and thread count, so the shipped weights fix it: two, which took 2,180 s for the 20,000
             steps on an otherwise idle 2-core machine. On a machine that is also running other jobs, two intra-op
             threads were measured ~18x slower than one (0.2 s vs 3.9 s per step); pass 1 there (other weights).
         model: open_clip model name (a variant registered with ``open_clip.add_model_config`` for experiments).
     """
 
-    steps: int = 10000
+    steps: int = 20000
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.1
